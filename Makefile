@@ -1,0 +1,44 @@
+# idmsync — developer entry points. `make test` installs everything it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.13.8
+export IDMSYNC_CACHE ?= $(HOME)/.cache/idmsync
+export UV_PROJECT_ENVIRONMENT ?= $(CURDIR)/.venv
+UV := $(shell command -v uv 2>/dev/null || echo $(IDMSYNC_CACHE)/uv/bin/uv)
+PY := $(UV_PROJECT_ENVIRONMENT)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*?## "}{printf "  %-18s %s\n",$$1,$$2}'
+
+$(IDMSYNC_CACHE)/uv/bin/uv:
+	python3 -m pip install --quiet --target $(IDMSYNC_CACHE)/uv/lib uv==$(UV_VERSION)
+	mkdir -p $(IDMSYNC_CACHE)/uv/bin && ln -sf $(IDMSYNC_CACHE)/uv/lib/bin/uv $@
+
+.PHONY: venv
+venv: $(UV) ## create .venv from uv.lock (idempotent)
+	$(UV) sync --locked --quiet
+
+.PHONY: lint
+lint: venv ## ruff, ruff format --check, mypy strict, import-linter
+	$(PY) -m ruff check operator tests bench
+	$(PY) -m ruff format --check operator tests bench
+	$(PY) -m mypy
+	cd $(CURDIR) && $(UV_PROJECT_ENVIRONMENT)/bin/lint-imports
+
+.PHONY: fmt
+fmt: venv ## format and autofix
+	$(PY) -m ruff format operator tests bench
+	$(PY) -m ruff check --fix operator tests bench
+
+.PHONY: test-unit
+test-unit: venv ## fast tests: no servers but the in-process IDM stub
+	$(PYTEST) tests/unit tests/contract -m "not controlplane and not openidm" -q
+
+include $(wildcard mk/*.mk)
+
+.PHONY: test
+test: venv $(TEST_PREREQS) ## install everything, run every test (unit, contract, integration, e2e)
+	$(PYTEST) tests -q $(PYTEST_ARGS)
