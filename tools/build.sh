@@ -89,7 +89,7 @@ build_helm() {
   local dir="$bin_root/helm-$HELM_VERSION" pkg=helm.sh/helm/v3/internal/version
   # helm is a plain `go install` of its own module: its dependencies are not mixed with ours.
   build_go helm "$HELM_VERSION" "$dir" helm -- \
-    env GOBIN="$dir/.build" GOFLAGS="-trimpath -mod=mod" go install -p "$jobs" -v \
+    env GOBIN="$dir/.build" go install -p "$jobs" -v \
     -ldflags "-s -w -X $pkg.version=$HELM_VERSION -X $pkg.gitTreeState=clean" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
