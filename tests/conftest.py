@@ -1,3 +1,6 @@
 """Root pytest configuration: registers the harness plugins shared by every suite."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.stub.fixtures",
+    "tests.harness.k8s_fixtures",
+]

@@ -1,0 +1,296 @@
+"""The IDM REST client: one server, one flavour, one credential strategy.
+
+Maps HTTP outcomes onto the error hierarchy in :mod:`idmsync.errors`; retries
+transient failures (refused connections, timeouts, 5xx) with capped backoff;
+refreshes credentials once on a 401; never follows a redirect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from idmsync.auth import Credentials
+from idmsync.engine.flavour import Flavour, flavour_for_version
+from idmsync.engine.model import ServerInfo, Stage
+from idmsync.engine.naming import (
+    normalise_server_url,
+    validate_context_path,
+    validate_source,
+    validate_stage_id,
+)
+from idmsync.engine.retry import RetryPolicy
+from idmsync.errors import (
+    Forbidden,
+    IdmSyncError,
+    LiveSyncFailed,
+    NotFound,
+    ProtocolError,
+    RevisionConflict,
+    ServerError,
+    ServerUnreachable,
+    Unauthorized,
+    redact,
+)
+
+__all__ = ["STAGE_COLLECTION", "IdmClient", "forget_server_versions"]
+
+log = logging.getLogger(__name__)
+
+STAGE_COLLECTION = "repo/synchronisation/pooledSyncStage"
+_MAX_SERVER_MESSAGE = 300
+
+# Auto reads info/version once per server and process; concurrent resets share the answer.
+_versions: dict[str, tuple[Flavour, str | None]] = {}
+_version_locks: dict[str, asyncio.Lock] = {}
+
+
+def forget_server_versions() -> None:
+    """Drop the per-server version cache (tests; a server upgraded in place)."""
+    _versions.clear()
+    _version_locks.clear()
+
+
+class IdmClient:
+    def __init__(
+        self,
+        server_url: str,
+        credentials: Credentials,
+        http: httpx.AsyncClient,
+        *,
+        flavour: Flavour = Flavour.AUTO,
+        context_path: str = "/openidm",
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.server_url = normalise_server_url(server_url)
+        self.base_url = self.server_url + validate_context_path(context_path)
+        self.credentials = credentials
+        self.http = http
+        self.requested_flavour = flavour
+        self.retry = retry or RetryPolicy()
+        self._flavour: Flavour | None = None if flavour is Flavour.AUTO else flavour
+        self._version: str | None = None
+
+    # --- server --------------------------------------------------------------------
+
+    async def server_info(self) -> ServerInfo:
+        """The flavour to speak (resolving Auto once per server) and the version if read."""
+        if self._flavour is None:
+            self._flavour, self._version = await self._detect_flavour()
+        elif self._version is None and self.base_url in _versions:
+            self._version = _versions[self.base_url][1]
+        return ServerInfo(url=self.base_url, flavour=self._flavour, version=self._version)
+
+    async def _detect_flavour(self) -> tuple[Flavour, str | None]:
+        lock = _version_locks.setdefault(self.base_url, asyncio.Lock())
+        async with lock:
+            if self.base_url not in _versions:
+                body = await self._call("GET", "info/version", flavour=Flavour.LEGACY)
+                version = body.get("productVersion") if isinstance(body, dict) else None
+                if not isinstance(version, str):
+                    raise ProtocolError(
+                        f"GET {self.base_url}/info/version: no productVersion in the answer; "
+                        "set api explicitly (IDM7, Legacy or IdentityCloud)"
+                    )
+                _versions[self.base_url] = (flavour_for_version(version), version)
+            return _versions[self.base_url]
+
+    async def version(self) -> str | None:
+        """The server's productVersion (read once per server), or None if it will not say."""
+        if self._version is None:
+            try:
+                _, self._version = await self._detect_flavour()
+            except (ProtocolError, NotFound):
+                return None
+        return self._version
+
+    # --- stages --------------------------------------------------------------------
+
+    async def list_stage_ids(self) -> list[str]:
+        flavour = (await self.server_info()).flavour
+        body = await self._call("GET", STAGE_COLLECTION, params=flavour.list_query)
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, list):
+            raise ProtocolError(f"listing {STAGE_COLLECTION}: the answer has no 'result' list")
+        ids: list[str] = []
+        for item in result:
+            stage_id = item.get("_id") if isinstance(item, dict) else None
+            if not isinstance(stage_id, str):
+                raise ProtocolError(f"listing {STAGE_COLLECTION}: an entry has no string '_id'")
+            ids.append(stage_id)
+        return ids
+
+    async def read_stage(self, stage_id: str) -> Stage | None:
+        """The stage, or None when it does not exist (404)."""
+        try:
+            body = await self._call("GET", f"{STAGE_COLLECTION}/{validate_stage_id(stage_id)}")
+        except NotFound:
+            return None
+        return _parse_stage(stage_id, body)
+
+    async def delete_stage(self, stage_id: str, rev: str) -> None:
+        """DELETE with ``If-Match: rev``. Raises NotFound (404) or RevisionConflict (412)."""
+        await self._call(
+            "DELETE",
+            f"{STAGE_COLLECTION}/{validate_stage_id(stage_id)}",
+            headers={"If-Match": rev},
+        )
+
+    async def write_stage_token(self, stage: Stage, token: Any) -> Stage:
+        """Replace the stage's sync token (action Set), guarded by ``If-Match``."""
+        body = dict(stage.body)
+        body.pop("_rev", None)
+        connector_data = dict(body.get("connectorData") or {})
+        connector_data["syncToken"] = token
+        body["connectorData"] = connector_data
+        answer = await self._call(
+            "PUT",
+            f"{STAGE_COLLECTION}/{validate_stage_id(stage.id)}",
+            headers={"If-Match": stage.rev},
+            json_body=body,
+        )
+        return _parse_stage(stage.id, answer)
+
+    # --- liveSync and the scheduler ------------------------------------------------
+
+    async def trigger_livesync(self, source: str) -> dict[str, Any]:
+        """``POST system/<connector>/<type>?_action=liveSync``; returns the stage IDM reports."""
+        body = await self._call("POST", validate_source(source), params={"_action": "liveSync"})
+        if not isinstance(body, dict):
+            raise ProtocolError(f"liveSync on {source}: expected a JSON object")
+        failure = body.get("lastException")
+        if failure:
+            text = failure.get("throwable") if isinstance(failure, dict) else failure
+            raise LiveSyncFailed(
+                f"liveSync on {source} reported an exception: {self._clip(str(text))}"
+            )
+        return body
+
+    async def pause_scheduler(self) -> None:
+        await self._call("POST", "scheduler/job", params={"_action": "pauseJobs"})
+
+    async def resume_scheduler(self) -> None:
+        await self._call("POST", "scheduler/job", params={"_action": "resumeJobs"})
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        flavour: Flavour | None = None,
+    ) -> Any:
+        if flavour is None:
+            flavour = (await self.server_info()).flavour
+        url = self.base_url + "/" + "/".join(quote(part, safe="") for part in path.split("/"))
+        request_headers = dict(headers or {})
+        if flavour.sends_api_version:
+            request_headers["Accept-API-Version"] = "resource=1.0"
+        refreshed = False
+        retry_number = 0
+        while True:
+            try:
+                auth = await self.credentials.headers(self.http)
+                response = await self.http.request(
+                    method,
+                    url,
+                    params=params,
+                    headers={**request_headers, **auth},
+                    json=json_body,
+                )
+                if response.status_code == 401 and not refreshed:
+                    refreshed = True
+                    if await self.credentials.refresh(self.http):
+                        continue
+                return self._decode(method, url, response)
+            except httpx.TimeoutException as exc:
+                error: IdmSyncError = ServerUnreachable(
+                    f"{method} {url}: timed out ({type(exc).__name__})"
+                )
+            except httpx.TransportError as exc:
+                error = ServerUnreachable(
+                    f"{method} {url}: {type(exc).__name__}: {self._clip(str(exc))}"
+                )
+            except IdmSyncError as exc:
+                error = exc
+            if (
+                not error.retryable
+                or retry_number + 1 >= self.retry.attempts
+                or isinstance(error, RevisionConflict)
+            ):
+                raise error
+            retry_number += 1
+            delay = self.retry.delay(retry_number)
+            log.info("%s; retry %d in %.2fs", error.message, retry_number, delay)
+            await asyncio.sleep(delay)
+
+    def _decode(self, method: str, url: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        what = f"{method} {url}"
+        if 200 <= status < 300:
+            if not response.content:
+                return {}
+            try:
+                return response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ProtocolError(
+                    f"{what}: {status} with a body that is not JSON: {self._clip(response.text)!r}",
+                    status=status,
+                ) from None
+        detail = self._server_message(response)
+        if 300 <= status < 400:
+            raise ProtocolError(
+                f"{what}: redirected ({status}) to {response.headers.get('location', '?')}; "
+                "idmsync never follows redirects with credentials — point it at the final URL",
+                status=status,
+            )
+        error_type: type[IdmSyncError]
+        if status == 401:
+            error_type = Unauthorized
+        elif status == 403:
+            error_type = Forbidden
+        elif status == 404:
+            error_type = NotFound
+        elif status == 412:
+            error_type = RevisionConflict
+        elif status >= 500:
+            error_type = ServerError
+        else:
+            error_type = ProtocolError
+        raise error_type(f"{what}: {status} {detail}".rstrip(), status=status)
+
+    def _server_message(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return self._clip(response.reason_phrase)
+        if isinstance(body, dict):
+            parts = [str(body.get(k)) for k in ("reason", "message") if body.get(k)]
+            if parts:
+                return self._clip(": ".join(parts))
+        return self._clip(response.reason_phrase)
+
+    def _clip(self, text: str) -> str:
+        text = redact(text, self.credentials.secret_values())
+        return text if len(text) <= _MAX_SERVER_MESSAGE else text[:_MAX_SERVER_MESSAGE] + "…"
+
+
+def _parse_stage(stage_id: str, body: Any) -> Stage:
+    if not isinstance(body, dict):
+        raise ProtocolError(f"stage {stage_id}: expected a JSON object")
+    rev = body.get("_rev")
+    if not isinstance(rev, str | int) or isinstance(rev, bool):
+        raise ProtocolError(f"stage {stage_id}: the answer has no '_rev'")
+    connector_data = body.get("connectorData")
+    token = connector_data.get("syncToken") if isinstance(connector_data, dict) else None
+    return Stage(id=stage_id, rev=str(rev), sync_token=token, body=body)

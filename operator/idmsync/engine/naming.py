@@ -1,0 +1,77 @@
+"""The contract's validation rules, checked again by the engine.
+
+The API server enforces the same patterns through the CRD; the engine re-checks
+them so the CLI and any other caller get the same protection before a single
+request is made.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from idmsync.errors import InvalidSpec
+
+__all__ = [
+    "CONTEXT_PATH_PATTERN",
+    "SOURCE_PATTERN",
+    "STAGE_ID_PATTERN",
+    "normalise_server_url",
+    "stage_id_for_source",
+    "validate_context_path",
+    "validate_source",
+    "validate_stage_id",
+]
+
+STAGE_ID_PATTERN = r"^[A-Za-z0-9_]{1,256}$"
+SOURCE_PATTERN = r"^system/[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+CONTEXT_PATH_PATTERN = r"^(/[A-Za-z0-9_-]+)+$"
+URL_PATTERN = (
+    r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
+
+_stage_id = re.compile(STAGE_ID_PATTERN)
+_source = re.compile(SOURCE_PATTERN)
+_context_path = re.compile(CONTEXT_PATH_PATTERN)
+_url = re.compile(URL_PATTERN)
+
+
+def validate_stage_id(stage_id: str) -> str:
+    if not _stage_id.fullmatch(stage_id):
+        raise InvalidSpec(f"stage id {stage_id!r} does not match {STAGE_ID_PATTERN}")
+    return stage_id
+
+
+def validate_source(source: str) -> str:
+    if not _source.fullmatch(source) or any(p in (".", "..") for p in source.split("/")):
+        raise InvalidSpec(
+            f"source {source!r} does not match {SOURCE_PATTERN} (system/<connector>/<type>)"
+        )
+    return source
+
+
+def stage_id_for_source(source: str) -> str:
+    """``system/ldap/account`` → ``SYSTEMLDAPACCOUNT``, as IDM names the sync stage."""
+    return validate_stage_id(validate_source(source).replace("/", "").upper())
+
+
+def validate_context_path(context_path: str) -> str:
+    if not _context_path.fullmatch(context_path):
+        raise InvalidSpec(f"contextPath {context_path!r} does not match {CONTEXT_PATH_PATTERN}")
+    return context_path
+
+
+def normalise_server_url(url: str) -> str:
+    """Accept ``http(s)://host[:port]`` only: no path, query, user-info or fragment."""
+    candidate = url.rstrip("/") if url.endswith("/") and url.count("/") == 3 else url
+    if not _url.fullmatch(candidate):
+        raise InvalidSpec(
+            f"url {url!r} must be http(s)://host[:port] with no path, query, user-info or fragment"
+        )
+    try:
+        port = urlsplit(candidate).port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise InvalidSpec(f"url {url!r} has a port out of range")
+    return candidate

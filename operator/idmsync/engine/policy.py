@@ -1,0 +1,130 @@
+"""Where credentials may be sent.
+
+Rules of the contract: a URL target must match the operator's allow-list;
+plain ``http://`` carries credentials only to in-cluster Services, loopback
+addresses and patterns written with an explicit ``http://`` prefix; link-local
+and cloud-metadata addresses are refused whatever the allow-list says.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from idmsync.errors import TargetNotAllowed
+
+__all__ = ["AllowPattern", "TargetPolicy"]
+
+_METADATA_HOSTS = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "169.254.169.254",
+        "100.100.100.200",  # Alibaba Cloud metadata
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+    }
+)
+
+
+@dataclass(frozen=True)
+class AllowPattern:
+    """``host``, ``host:port`` or ``*.example.com``, optionally prefixed ``http://``/``https://``."""
+
+    host: str
+    port: int | None = None
+    scheme: str | None = None  # None: https only (http only when the pattern says so)
+
+    @classmethod
+    def parse(cls, text: str) -> AllowPattern:
+        text = text.strip()
+        scheme: str | None = None
+        for prefix in ("http://", "https://"):
+            if text.lower().startswith(prefix):
+                scheme = prefix[:-3]
+                text = text[len(prefix) :]
+        if not text or "/" in text:
+            raise ValueError(f"allow-list pattern {text!r} must be host, host:port or *.domain")
+        host, port = text, None
+        if text.startswith("["):
+            end = text.index("]")
+            host, rest = text[1:end], text[end + 1 :]
+            port = int(rest[1:]) if rest.startswith(":") else None
+        elif text.count(":") == 1:
+            host, port_text = text.split(":")
+            port = None if port_text == "*" else int(port_text)
+        return cls(host=host.lower(), port=port, scheme=scheme)
+
+    def matches(self, host: str, port: int) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        return fnmatch.fnmatchcase(host, self.host)
+
+    def permits(self, scheme: str) -> bool:
+        """A pattern without a scheme means https only; http must be asked for by name."""
+        return scheme == (self.scheme or "https")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_forbidden_address(host: str) -> bool:
+    if host in _METADATA_HOSTS:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_link_local or (address.version == 6 and address.is_multicast)
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    allowed: tuple[AllowPattern, ...] = ()
+    #: loopback servers are always allowed (the CLI against a local IDM, tests)
+    allow_loopback: bool = True
+    allow_list_name: str = "the operator's allow-list (IDMSYNC_ALLOWED_TARGETS)"
+    http_hint: str = "allow it explicitly with the pattern http://{host}"
+
+    @classmethod
+    def from_patterns(
+        cls, patterns: str | list[str], *, allow_loopback: bool = True
+    ) -> TargetPolicy:
+        items = patterns.split(",") if isinstance(patterns, str) else patterns
+        return cls(
+            allowed=tuple(AllowPattern.parse(p) for p in items if p.strip()),
+            allow_loopback=allow_loopback,
+        )
+
+    def check(self, server_url: str, *, in_cluster_service: bool = False) -> None:
+        """Raise :class:`TargetNotAllowed` unless credentials may go to ``server_url``."""
+        parts = urlsplit(server_url)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        if _is_forbidden_address(host):
+            raise TargetNotAllowed(
+                f"{host} is a link-local or cloud-metadata address; idmsync never sends "
+                "credentials there"
+            )
+        if in_cluster_service:
+            return
+        loopback = _is_loopback(host)
+        if loopback and self.allow_loopback:
+            return
+        matching = [p for p in self.allowed if p.matches(host, port)]
+        if not matching:
+            raise TargetNotAllowed(f"{scheme}://{host}:{port} is not in {self.allow_list_name}")
+        if not any(p.permits(scheme) for p in matching):
+            raise TargetNotAllowed(
+                f"{scheme} to {host} would send credentials in clear; use https, or "
+                f"{self.http_hint.format(host=host)}"
+            )

@@ -1,0 +1,54 @@
+"""The one place HTTP clients are made: TLS, timeouts, no redirects, no env proxies."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+import httpx
+
+__all__ = ["TlsOptions", "make_http_client"]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "idmsync"
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    ca_pem: str | None = None  # PEM text of extra trusted CAs (from a Secret or a file)
+    insecure_skip_verify: bool = False
+
+
+def _ssl_context(tls: TlsOptions) -> ssl.SSLContext | bool:
+    if tls.insecure_skip_verify:
+        log.warning(
+            "TLS verification is OFF for this server (insecureSkipVerify): not for production"
+        )
+        return False
+    context = ssl.create_default_context()
+    if tls.ca_pem:
+        context.load_verify_locations(cadata=tls.ca_pem)
+    return context
+
+
+def make_http_client(
+    tls: TlsOptions | None = None,
+    *,
+    timeout: float = 30.0,
+    max_connections: int = 10,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """A client that never follows redirects (credentials are never re-sent elsewhere)."""
+    return httpx.AsyncClient(
+        verify=_ssl_context(tls or TlsOptions()),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        transport=transport,
+    )

@@ -1,0 +1,285 @@
+"""The reset procedure of the KB article, one stage at a time, resumable.
+
+For each stage: read → record the previous rev and token → delete with
+``If-Match`` (or write a new token) → trigger liveSync → verify the stage came
+back. The caller sees every step as an event *before* the next one starts, so
+the operator can persist progress around each destructive call. Given recorded
+progress, a run resumes without repeating a destructive call: a stage that
+still has the recorded rev was not touched; one that is gone, or has another
+rev, was (and liveSync may already have recreated it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from idmsync.engine.client import IdmClient
+from idmsync.engine.model import (
+    Action,
+    ResetOptions,
+    ServerInfo,
+    Stage,
+    StageProgress,
+    StageRef,
+    StageResult,
+    Step,
+)
+from idmsync.engine.naming import stage_id_for_source, validate_source, validate_stage_id
+from idmsync.errors import InvalidSpec, NotFound, RevisionConflict, VerifyTimeout
+
+__all__ = ["Event", "EventKind", "Observer", "ResetOutcome", "run_reset", "select_stages"]
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal[
+    "ServerResolved",
+    "StagesSelected",
+    "SchedulerPaused",
+    "SchedulerResumed",
+    "StageRecorded",
+    "StageChanged",
+    "LiveSyncTriggered",
+    "StageVerified",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    message: str
+    stage: StageProgress | None = None
+    server: ServerInfo | None = None
+
+
+Observer = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ResetOutcome:
+    server: ServerInfo
+    stages: tuple[StageProgress, ...]
+
+
+async def _ignore(event: Event) -> None:
+    return None
+
+
+async def select_stages(
+    client: IdmClient,
+    *,
+    sources: Sequence[str] = (),
+    ids: Sequence[str] = (),
+    all_stages: bool = False,
+) -> list[StageRef]:
+    """Sources first (their liveSync can be triggered), then ids, then every listed id."""
+    if not (sources or ids or all_stages):
+        raise InvalidSpec("name at least one stage: sources, ids or all")
+    refs: dict[str, StageRef] = {}
+    for source in sources:
+        stage_id = stage_id_for_source(source)
+        refs.setdefault(stage_id, StageRef(stage_id, validate_source(source)))
+    for stage_id in ids:
+        refs.setdefault(validate_stage_id(stage_id), StageRef(stage_id))
+    if all_stages:
+        for stage_id in await client.list_stage_ids():
+            refs.setdefault(stage_id, StageRef(stage_id))
+    return list(refs.values())
+
+
+async def run_reset(
+    client: IdmClient,
+    stages: Sequence[StageRef],
+    options: ResetOptions,
+    *,
+    observer: Observer = _ignore,
+    progress: Mapping[str, StageProgress] | None = None,
+) -> ResetOutcome:
+    """Reset ``stages`` on ``client``'s server; resume from ``progress`` if given."""
+    if options.action is Action.SET and options.token is None:
+        raise InvalidSpec("action Set needs a token value")
+    if options.action is Action.DELETE and options.token is not None:
+        raise InvalidSpec("a token value goes only with action Set")
+    server = await client.server_info()
+    await observer(Event("ServerResolved", f"{server.url} speaks {server.flavour}", server=server))
+    recorded = dict(progress or {})
+    results: list[StageProgress] = []
+    names = ", ".join(ref.id for ref in stages)
+    await observer(Event("StagesSelected", f"{len(stages)} stage(s): {names}"))
+
+    pause = options.pause_schedules and not options.dry_run
+    if pause:
+        await client.pause_scheduler()
+        await observer(Event("SchedulerPaused", "paused the IDM scheduler"))
+    try:
+        for ref in stages:
+            start = recorded.get(ref.id) or StageProgress(id=ref.id, source=ref.source)
+            results.append(await _reset_stage(client, start, options, observer))
+    finally:
+        if pause:
+            # resume even when cancelled: shield it so a second cancel cannot skip it
+            await asyncio.shield(client.resume_scheduler())
+            await observer(Event("SchedulerResumed", "resumed the IDM scheduler"))
+    return ResetOutcome(server=server, stages=tuple(results))
+
+
+async def _reset_stage(
+    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
+) -> StageProgress:
+    if state.step is Step.DONE:
+        return state
+    if options.dry_run:
+        return await _dry_run(client, state, options, observer)
+    if state.step in (Step.PENDING, Step.RECORDED):
+        state = await _change(client, state, options, observer)
+    if state.step is Step.CHANGED:
+        state = await _trigger(client, state, options, observer)
+    if state.step is Step.TRIGGERED:
+        state = await _verify(client, state, options, observer)
+    return state
+
+
+async def _dry_run(
+    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
+) -> StageProgress:
+    would = StageResult.WOULD_SET if options.action is Action.SET else StageResult.WOULD_DELETE
+    stage = await client.read_stage(state.id)
+    if stage is None:
+        state = state.advance(step=Step.DONE, result=StageResult.ALREADY_ABSENT)
+        message = f"{state.id}: absent; nothing would change"
+    else:
+        state = state.advance(
+            step=Step.DONE,
+            previous_rev=stage.rev,
+            previous_token=stage.sync_token,
+            result=would,
+        )
+        message = f"{state.id}: {would} rev {stage.rev} (token {stage.sync_token!r})"
+    await observer(Event("StageChanged", message, stage=state))
+    return state
+
+
+async def _change(
+    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
+) -> StageProgress:
+    stage = await client.read_stage(state.id)
+    if state.step is Step.RECORDED and (stage is None or stage.rev != state.previous_rev):
+        # resumed after the destructive call went out: it happened; do not repeat it
+        result = StageResult.SET if options.action is Action.SET else StageResult.DELETED
+        state = state.advance(step=Step.CHANGED, result=result)
+        await observer(
+            Event(
+                "StageChanged",
+                f"{state.id}: {result} before the restart (rev is no longer "
+                f"{state.previous_rev}); not repeated",
+                stage=state,
+            )
+        )
+        return state
+    attempts = options.max_stale_retries + 1
+    for attempt in range(1, attempts + 1):
+        if stage is None:
+            if options.action is Action.SET:
+                raise NotFound(
+                    f"{state.id}: no such stage to set a token on; trigger liveSync "
+                    "once to create it, or use action Delete"
+                )
+            state = state.advance(step=Step.CHANGED, result=StageResult.ALREADY_ABSENT)
+            await observer(Event("StageChanged", f"{state.id}: already absent", stage=state))
+            return state
+        state = state.advance(
+            step=Step.RECORDED, previous_rev=stage.rev, previous_token=stage.sync_token
+        )
+        await observer(
+            Event(
+                "StageRecorded",
+                f"{state.id}: recorded rev {stage.rev}, token {stage.sync_token!r}",
+                stage=state,
+            )
+        )
+        try:
+            state = await _destructive_call(client, stage, state, options)
+        except RevisionConflict:
+            if attempt == attempts:
+                break
+            log.info("%s: rev %s is stale (liveSync ran); reading again", state.id, stage.rev)
+            stage = await client.read_stage(state.id)
+            continue
+        await observer(Event("StageChanged", f"{state.id}: {state.result}", stage=state))
+        return state
+    raise RevisionConflict(
+        f"{state.id}: the stage changed under us {attempts} times in a row "
+        "(a liveSync loop is running); pause schedules or try again"
+    )
+
+
+async def _destructive_call(
+    client: IdmClient, stage: Stage, state: StageProgress, options: ResetOptions
+) -> StageProgress:
+    if options.action is Action.SET:
+        await client.write_stage_token(stage, options.token)
+        return state.advance(step=Step.CHANGED, result=StageResult.SET)
+    try:
+        await client.delete_stage(stage.id, stage.rev)
+    except NotFound:
+        return state.advance(step=Step.CHANGED, result=StageResult.ALREADY_ABSENT)
+    return state.advance(step=Step.CHANGED, result=StageResult.DELETED)
+
+
+async def _trigger(
+    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
+) -> StageProgress:
+    if not options.trigger or state.source is None:
+        why = "liveSync trigger disabled" if not options.trigger else "source not known"
+        if options.verify and state.source is not None:
+            state = state.advance(step=Step.TRIGGERED, triggered=False)
+            return state
+        state = state.advance(
+            step=Step.DONE,
+            triggered=False,
+            message=f"{why}: the next scheduled liveSync recreates the stage",
+        )
+        await observer(Event("StageVerified", f"{state.id}: {state.message}", stage=state))
+        return state
+    answer = await client.trigger_livesync(state.source)
+    connector_data = answer.get("connectorData")
+    token = connector_data.get("syncToken") if isinstance(connector_data, dict) else None
+    state = state.advance(step=Step.TRIGGERED, triggered=True, new_token=token)
+    await observer(
+        Event("LiveSyncTriggered", f"{state.id}: liveSync on {state.source} ran", stage=state)
+    )
+    return state
+
+
+async def _verify(
+    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
+) -> StageProgress:
+    if not options.verify:
+        state = state.advance(step=Step.DONE)
+        await observer(Event("StageVerified", f"{state.id}: not verified (disabled)", stage=state))
+        return state
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.verify_timeout
+    while True:
+        stage = await client.read_stage(state.id)
+        if stage is not None and stage.sync_token is not None:
+            state = state.advance(step=Step.DONE, new_token=stage.sync_token)
+            await observer(
+                Event(
+                    "StageVerified",
+                    f"{state.id}: back with token {stage.sync_token!r} (was "
+                    f"{state.previous_token!r})",
+                    stage=state,
+                )
+            )
+            return state
+        if loop.time() + options.verify_interval > deadline:
+            raise VerifyTimeout(
+                f"{state.id}: the stage did not come back with a sync token within "
+                f"{options.verify_timeout:g}s"
+                + ("" if state.triggered else " (liveSync was not triggered: is it scheduled?)")
+            )
+        await asyncio.sleep(options.verify_interval)

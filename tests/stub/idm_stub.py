@@ -1,0 +1,445 @@
+"""A protocol-faithful IDM stub, for fault injection in tests. Not shipped.
+
+It answers the endpoints idmsync uses the way OpenIDM does (see
+docs/notes/openidm-rest-facts.md; the contract suite runs the same tests
+against it and against a real OpenIDM so it cannot drift): integer revisions as
+strings, 409 on a DELETE without If-Match, 412 on a stale rev, 404 when
+missing, liveSync creating a missing stage at the source's latest token without
+replaying anything, and replaying changes from an older token.
+
+It runs in its own thread with its own event loop, so synchronous tests, the
+CLI in a subprocess and async tests can all use it. Every request is logged.
+
+Fault knobs: fail the next N matching requests with a status, delay them, drop
+the connection, answer malformed JSON, or bump a stage's rev just before the
+next DELETE/PUT (a liveSync sneaking in between read and delete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+STAGES = "/openidm/repo/synchronisation/pooledSyncStage"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class Fault:
+    kind: str  # status | drop | malformed | delay | bump_rev
+    remaining: int
+    method: str | None = None
+    path_contains: str | None = None
+    status: int = 500
+    seconds: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path_contains is None or self.path_contains in path
+        )
+
+
+@dataclass
+class Source:
+    """A connector object type whose changelog liveSync reads."""
+
+    name: str
+    latest: int = 100
+    native_type: str = "integer"
+    applied: list[int] = field(default_factory=list)  # change numbers liveSync processed
+    livesync_error: str | None = None
+
+
+class IdmStub:
+    def __init__(
+        self,
+        *,
+        version: str = "7.0.2",
+        username: str = "openidm-admin",
+        password: str = "openidm-admin",
+        bearer_tokens: tuple[str, ...] = (),
+    ) -> None:
+        self.version = version
+        self.username = username
+        self.password = password
+        self.bearer_tokens = set(bearer_tokens)
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.sources: dict[str, Source] = {}
+        self.requests: list[RecordedRequest] = []
+        self.faults: list[Fault] = []
+        self.scheduler_paused = False
+        self.scheduler_calls: list[str] = []
+        self.lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int = 0) -> IdmStub:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = web.Application(middlewares=[self._middleware])
+            app.router.add_route("*", "/{tail:.*}", self._dispatch)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", port)
+            await site.start()
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            assert self._loop is not None
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="idm-stub", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("IDM stub did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        loop = self._loop
+
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        loop.close()
+        self._loop = None
+
+    def __enter__(self) -> IdmStub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- state helpers for tests ---------------------------------------------------
+
+    def add_source(self, source: str, *, latest: int = 100, native_type: str = "integer") -> None:
+        with self.lock:
+            self.sources[source] = Source(source, latest=latest, native_type=native_type)
+
+    def add_changes(self, source: str, count: int = 1) -> None:
+        with self.lock:
+            self.sources[source].latest += count
+
+    def put_stage(self, stage_id: str, token: Any, *, native_type: str = "integer") -> None:
+        with self.lock:
+            rev = int(self.stages[stage_id]["_rev"]) + 1 if stage_id in self.stages else 0
+            self.stages[stage_id] = {
+                "_id": stage_id,
+                "_rev": str(rev),
+                "connectorData": {"nativeType": native_type, "syncToken": token},
+            }
+
+    def stage(self, stage_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.stages.get(stage_id)
+            return json.loads(json.dumps(found)) if found else None
+
+    def fail_next(
+        self, count: int, status: int, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        self._fault(Fault("status", count, method, path, status=status))
+
+    def drop_next(self, count: int, *, method: str | None = None, path: str | None = None) -> None:
+        self._fault(Fault("drop", count, method, path))
+
+    def malformed_next(
+        self, count: int, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        self._fault(Fault("malformed", count, method, path))
+
+    def delay_next(
+        self, count: int, seconds: float, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        self._fault(Fault("delay", count, method, path, seconds=seconds))
+
+    def bump_rev_before_next(self, count: int = 1, *, method: str = "DELETE") -> None:
+        """Just before the next ``count`` DELETE/PUT of a stage, a liveSync bumps its rev."""
+        self._fault(Fault("bump_rev", count, method, STAGES + "/"))
+
+    def _fault(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+    def requests_to(self, path_contains: str, method: str | None = None) -> list[RecordedRequest]:
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if path_contains in r.path and (method is None or r.method == method)
+            ]
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        with self.lock:
+            self.requests.append(
+                RecordedRequest(
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    {k.lower(): v for k, v in request.headers.items()},
+                    body,
+                )
+            )
+            fault = next(
+                (
+                    f
+                    for f in self.faults
+                    if f.remaining > 0 and f.matches(request.method, request.path)
+                ),
+                None,
+            )
+            if fault is not None:
+                fault.remaining -= 1
+        if fault is not None:
+            if fault.kind == "delay":
+                await asyncio.sleep(fault.seconds)
+            elif fault.kind == "status":
+                return _error(fault.status, "injected fault")
+            elif fault.kind == "malformed":
+                return web.Response(
+                    status=200, text='{"_id": "trunc', content_type="application/json"
+                )
+            elif fault.kind == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response(status=500)
+            elif fault.kind == "bump_rev":
+                stage_id = request.path.rsplit("/", 1)[-1]
+                with self.lock:
+                    if stage_id in self.stages:
+                        stage = self.stages[stage_id]
+                        stage["_rev"] = str(int(stage["_rev"]) + 1)
+        if not self._authenticated(request):
+            return _error(401, "Access Denied")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def _authenticated(self, request: web.Request) -> bool:
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith("Bearer "):
+            return authorization[len("Bearer ") :] in self.bearer_tokens
+        return (
+            request.headers.get("X-OpenIDM-Username") == self.username
+            and request.headers.get("X-OpenIDM-Password") == self.password
+        )
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path, method = request.path, request.method
+        if path == "/openidm/info/version" and method == "GET":
+            return web.json_response({"_id": "version", "productVersion": self.version})
+        if path == "/openidm/info/ping" and method == "GET":
+            return web.json_response({"_id": "", "state": "ACTIVE_READY"})
+        if path == STAGES and method == "GET":
+            return self._query_stages(request)
+        if path.startswith(STAGES + "/"):
+            return await self._stage(request, path[len(STAGES) + 1 :])
+        if path.startswith("/openidm/system/") and method == "POST":
+            return self._system_action(request, path[len("/openidm/") :])
+        if path == "/openidm/scheduler/job" and method == "POST":
+            return self._scheduler(request)
+        return _error(404, f"Resource '{path}' not found")
+
+    def _query_stages(self, request: web.Request) -> web.Response:
+        query = request.query
+        if query.get("_queryFilter") != "true" and query.get("_queryId") != "query-all-ids":
+            return _error(400, "Query request must specify _queryFilter or _queryId")
+        with self.lock:
+            if query.get("_queryId") == "query-all-ids" or query.get("_fields") == "_id":
+                result = [{"_id": s["_id"]} for s in self.stages.values()]
+                if query.get("_queryId"):
+                    result = [{"_id": s["_id"], "_rev": s["_rev"]} for s in self.stages.values()]
+            else:
+                result = [json.loads(json.dumps(s)) for s in self.stages.values()]
+        return web.json_response(
+            {
+                "result": result,
+                "resultCount": len(result),
+                "pagedResultsCookie": None,
+                "totalPagedResultsPolicy": "NONE",
+                "totalPagedResults": -1,
+                "remainingPagedResults": -1,
+            }
+        )
+
+    async def _stage(self, request: web.Request, stage_id: str) -> web.Response:
+        if_match = request.headers.get("If-Match")
+        with self.lock:
+            stage = self.stages.get(stage_id)
+            if request.method == "GET":
+                if stage is None:
+                    return _error(
+                        404, f"Object {stage_id} not found in synchronisation/pooledSyncStage"
+                    )
+                return web.json_response(stage)
+            if request.method == "DELETE":
+                if stage is None:
+                    return _error(
+                        404, f"Object {stage_id} not found in synchronisation/pooledSyncStage"
+                    )
+                if if_match is None:
+                    return _error(409, "Delete rejected as Object version is not specified")
+                if if_match.strip('"') not in (stage["_rev"], "*"):
+                    return _error(412, "Delete rejected as current Object version differs")
+                del self.stages[stage_id]
+                return web.json_response(stage)
+            if request.method == "PUT":
+                body = await request.json()
+                if stage is None:
+                    return _error(
+                        404, f"Object {stage_id} not found in synchronisation/pooledSyncStage"
+                    )
+                if if_match is not None and if_match.strip('"') not in (stage["_rev"], "*"):
+                    return _error(412, "Update rejected as current Object version differs")
+                updated = {**body, "_id": stage_id, "_rev": str(int(stage["_rev"]) + 1)}
+                self.stages[stage_id] = updated
+                return web.json_response(updated)
+        return _error(405, f"{request.method} not supported")
+
+    def _system_action(self, request: web.Request, source: str) -> web.Response:
+        if request.query.get("_action") != "liveSync":
+            return _error(400, "Unsupported action")
+        with self.lock:
+            state = self.sources.get(source)
+            if state is None:
+                return _error(404, f"No such system object: {source}")
+            stage_id = source.replace("/", "").upper()
+            stage = self.stages.get(stage_id)
+            if state.livesync_error:
+                stage = stage or {"_id": stage_id, "_rev": "0", "connectorData": None}
+                return web.json_response(
+                    {**stage, "lastException": {"throwable": state.livesync_error}}
+                )
+            if stage is None:
+                # no stage: start at the latest token, replay nothing
+                stage = {
+                    "_id": stage_id,
+                    "_rev": "0",
+                    "connectorData": {"nativeType": state.native_type, "syncToken": state.latest},
+                }
+            else:
+                token = stage["connectorData"]["syncToken"]
+                start = int(token) if token is not None else state.latest
+                state.applied.extend(range(start + 1, state.latest + 1))
+                stage = {
+                    **stage,
+                    "_rev": str(int(stage["_rev"]) + 1),
+                    "connectorData": {"nativeType": state.native_type, "syncToken": state.latest},
+                }
+            self.stages[stage_id] = stage
+            return web.json_response(stage)
+
+    def _scheduler(self, request: web.Request) -> web.Response:
+        action = request.query.get("_action")
+        with self.lock:
+            self.scheduler_calls.append(str(action))
+            if action == "pauseJobs":
+                self.scheduler_paused = True
+            elif action == "resumeJobs":
+                self.scheduler_paused = False
+            else:
+                return _error(400, "Unsupported action")
+        return web.json_response({"success": True})
+
+
+def _error(status: int, message: str) -> web.Response:
+    reasons = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        409: "Conflict",
+        412: "Precondition Failed",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }
+    return web.json_response(
+        {"code": status, "reason": reasons.get(status, "Error"), "message": message}, status=status
+    )
+
+
+@contextlib.contextmanager
+def running_stub(**kwargs: Any) -> Iterator[IdmStub]:
+    stub = IdmStub(**kwargs).start()
+    try:
+        yield stub
+    finally:
+        stub.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the idmsync IDM stub (tests and demo)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--version", default="7.0.2")
+    parser.add_argument("--source", action="append", default=["system/ldap/account"])
+    parser.add_argument("--token", type=int, default=100, help="initial stage token")
+    args = parser.parse_args()
+    stub = IdmStub(version=args.version).start(args.port)
+    for source in args.source:
+        stub.add_source(source, latest=args.token + 5)
+        stub.put_stage(source.replace("/", "").upper(), args.token)
+    print(f"IDM_URL={stub.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        stub.stop()
+
+
+if __name__ == "__main__":
+    main()
