@@ -1,0 +1,820 @@
+"""Real-IDM test harness: OpenDJ (LDAP + external changelog) and OpenIDM on loopback.
+
+Distributions come from Maven Central only (``mvn dependency:copy``) and are cached,
+unpacked and pristine, under ``${IDMSYNC_CACHE:-~/.cache/idmsync}``:
+
+* ``opendj-<v>/``  zip + ``opendj/`` install tree + ``dist.json``
+* ``openidm-<v>/`` zip + ``openidm/`` install tree + ``dist.json``
+* ``openidm-unavailable.json``: written when Central serves none of the OpenIDM versions
+  tried, with the exact Maven error per version (the fixture reports it verbatim).
+
+Every run copies the pristine trees into fresh temp dirs, so runs are independent.
+All servers listen on 127.0.0.1 (exception: OpenDJ's replication port, see below).
+
+CLI::
+
+    python -m tests.harness.openidm resolve        # what `make idm-dist` runs
+    python -m tests.harness.openidm [run]          # foreground; prints IDM_URL=... lines
+    python -m tests.harness.openidm run --opendj-only
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "tests" / "e2e" / "idm"
+
+OPENDJ_GROUP = "org.openidentityplatform.opendj"
+OPENDJ_ARTIFACT = "opendj-server-legacy"
+OPENDJ_VERSION = os.environ.get("IDMSYNC_OPENDJ_VERSION", "5.0.3")
+
+OPENIDM_GROUP = "org.openidentityplatform.openidm"
+OPENIDM_ARTIFACT = "openidm-zip"
+# Tried in order; the first one Central serves wins.
+OPENIDM_VERSIONS: tuple[str, ...] = tuple(
+    v for v in os.environ.get("IDMSYNC_OPENIDM_VERSIONS", "7.0.2,7.0.1").split(",") if v
+)
+
+LOOPBACK = "127.0.0.1"
+LDAP_BASE_DN = "dc=example,dc=com"
+LDAP_BIND_DN = "cn=Directory Manager"
+LDAP_BIND_PASSWORD = "idmsync-dj-admin"  # throwaway test directory
+IDM_ADMIN_USER = "openidm-admin"
+IDM_ADMIN_PASSWORD = "openidm-admin"  # OpenIDM's shipped default
+LDAP_SOURCE = "system/ldap/account"
+CSV_SOURCE = "system/hr/account"
+
+JAVA17_LDAP_EXPORTS = "--add-exports java.base/com.sun.jndi.ldap=ALL-UNNAMED"
+
+
+class DistUnavailableError(RuntimeError):
+    """A distribution cannot be obtained from the package registry (exact error inside)."""
+
+
+class HarnessError(RuntimeError):
+    """A server failed to set up, start or answer in time."""
+
+
+def log(msg: str) -> None:
+    print(f"[idm-harness {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("IDMSYNC_CACHE") or Path.home() / ".cache" / "idmsync")
+
+
+def opendj_home(version: str = OPENDJ_VERSION) -> Path:
+    return cache_root() / f"opendj-{version}" / "opendj"
+
+
+def openidm_unavailable_record() -> Path:
+    return cache_root() / "openidm-unavailable.json"
+
+
+def cached_openidm() -> tuple[str, Path] | None:
+    """(version, pristine install dir) of the first cached OpenIDM, in preference order."""
+    for v in OPENIDM_VERSIONS:
+        home = cache_root() / f"openidm-{v}" / "openidm"
+        if (home / "startup.sh").is_file():
+            return v, home
+    return None
+
+
+def _mvn_copy(group: str, artifact: str, version: str, ext: str, out_dir: Path) -> Path:
+    """`mvn dependency:copy` one artifact into out_dir; DistUnavailableError with Maven's error."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    coords = f"{group}:{artifact}:{version}:{ext}"
+    cmd = [
+        "mvn",
+        "-B",
+        "-U",
+        "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+        f"-Dartifact={coords}",
+        f"-DoutputDirectory={out_dir}",
+        "-Dmdep.overWriteReleases=true",
+    ]
+    log(f"resolving {coords} with Maven")
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, cwd=tempfile.gettempdir()
+    )
+    target = out_dir / f"{artifact}-{version}.{ext}"
+    if proc.returncode != 0 or not target.is_file():
+        errors = [
+            ln
+            for ln in proc.stdout.splitlines()
+            if ln.startswith("[ERROR]") and ln.strip() != "[ERROR]"
+        ]
+        raise DistUnavailableError(errors[0] if errors else f"mvn exited {proc.returncode}")
+    return target
+
+
+def _unpack(zip_path: Path, dest_parent: Path, top: str) -> Path:
+    """Unzip atomically: extract into a sibling temp dir, then rename its `top` dir into place."""
+    final = dest_parent / top
+    if final.exists():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest_parent))
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():
+                extracted = Path(zf.extract(info, tmp))
+                mode = (info.external_attr >> 16) & 0o777
+                if mode and not info.is_dir():
+                    extracted.chmod(mode)
+        (tmp / top).rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _write_dist_json(d: Path, coords: str, zip_path: Path) -> None:
+    h = hashlib.sha256()
+    with zip_path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    info = {
+        "artifact": coords,
+        "zip": zip_path.name,
+        "bytes": zip_path.stat().st_size,
+        "sha256": h.hexdigest(),
+    }
+    (d / "dist.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def resolve_opendj(version: str = OPENDJ_VERSION) -> Path:
+    d = cache_root() / f"opendj-{version}"
+    home = d / "opendj"
+    if (home / "setup").is_file():
+        return home
+    zip_path = _mvn_copy(OPENDJ_GROUP, OPENDJ_ARTIFACT, version, "zip", d)
+    _unpack(zip_path, d, "opendj")
+    _write_dist_json(d, f"{OPENDJ_GROUP}:{OPENDJ_ARTIFACT}:{version}:zip", zip_path)
+    log(f"OpenDJ {version}: {zip_path.stat().st_size} bytes, unpacked in {home}")
+    return home
+
+
+def resolve_openidm(versions: Sequence[str] = OPENIDM_VERSIONS) -> tuple[str, Path]:
+    """First OpenIDM version Central serves; records every refusal in openidm-unavailable.json."""
+    found = cached_openidm()
+    if found:
+        return found
+    errors: dict[str, str] = {}
+    for v in versions:
+        d = cache_root() / f"openidm-{v}"
+        try:
+            zip_path = _mvn_copy(OPENIDM_GROUP, OPENIDM_ARTIFACT, v, "zip", d)
+        except DistUnavailableError as e:
+            errors[v] = str(e)
+            log(f"OpenIDM {v}: not served: {e}")
+            with contextlib.suppress(OSError):
+                d.rmdir()
+            continue
+        home = _unpack(zip_path, d, "openidm")
+        _write_dist_json(d, f"{OPENIDM_GROUP}:{OPENIDM_ARTIFACT}:{v}:zip", zip_path)
+        openidm_unavailable_record().unlink(missing_ok=True)
+        log(f"OpenIDM {v}: {zip_path.stat().st_size} bytes, unpacked in {home}")
+        return v, home
+    record = {
+        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "artifact": f"{OPENIDM_GROUP}:{OPENIDM_ARTIFACT}:<version>:zip",
+        "errors": errors,
+    }
+    openidm_unavailable_record().parent.mkdir(parents=True, exist_ok=True)
+    openidm_unavailable_record().write_text(json.dumps(record, indent=2) + "\n")
+    raise DistUnavailableError(
+        "OpenIDM is not served by Maven Central: "
+        + "; ".join(f"{v}: {msg}" for v, msg in errors.items())
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Child preexec: new session (own process group) + SIGKILL if the harness dies."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _run(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    input_text: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(cmd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+        input=input_text,
+        cwd=cwd,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(
+            f"{' '.join(cmd[:2])} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of pid and its descendants, KiB (from /proc)."""
+    total = 0
+    children: dict[int, list[int]] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p.name))
+    stack = [pid]
+    while stack:
+        cur = stack.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{cur}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        stack.extend(children.get(cur, []))
+    return total
+
+
+# --------------------------------------------------------------------------- OpenDJ
+
+
+@dataclass
+class OpenDJ:
+    """One OpenDJ directory server with the external changelog (cn=changelog) enabled."""
+
+    version: str = OPENDJ_VERSION
+    base_dn: str = LDAP_BASE_DN
+    bind_dn: str = LDAP_BIND_DN
+    bind_password: str = LDAP_BIND_PASSWORD
+    ldap_port: int = 0
+    admin_port: int = 0
+    replication_port: int = 0
+    workdir: Path | None = None
+    startup_seconds: float = 0.0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def home(self) -> Path:
+        assert self.workdir is not None, "OpenDJ not started"
+        return self.workdir / "opendj"
+
+    @property
+    def ldap_url(self) -> str:
+        return f"ldap://{LOOPBACK}:{self.ldap_port}"
+
+    def _tool_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("OPENDJ_JAVA_ARGS", None)
+        return env
+
+    def _bin(self, tool: str) -> str:
+        return str(self.home / "bin" / tool)
+
+    def _ldap_args(self) -> list[str]:
+        return [
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.ldap_port),
+            "-D",
+            self.bind_dn,
+            "-w",
+            self.bind_password,
+        ]
+
+    def _admin_args(self) -> list[str]:
+        return [
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.admin_port),
+            "-D",
+            self.bind_dn,
+            "-w",
+            self.bind_password,
+            "--trustAll",
+            "--no-prompt",
+        ]
+
+    def start(self) -> None:
+        pristine = opendj_home(self.version)
+        if not (pristine / "setup").is_file():
+            raise DistUnavailableError(
+                f"OpenDJ {self.version} is not in the cache ({pristine}): run `make idm-dist`"
+            )
+        t0 = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="idmsync-opendj-"))
+        shutil.copytree(pristine, self.home, symlinks=True)
+        self.ldap_port, self.admin_port, self.replication_port = (
+            free_port(),
+            free_port(),
+            free_port(),
+        )
+        pw_file = self.workdir / "root-password"
+        pw_file.write_text(self.bind_password)
+        pw_file.chmod(0o600)
+        _run(
+            [
+                str(self.home / "setup"),
+                "--cli",
+                "--no-prompt",
+                "--acceptLicense",
+                "--doNotStart",
+                "--hostname",
+                LOOPBACK,
+                "--ldapPort",
+                str(self.ldap_port),
+                "--adminConnectorPort",
+                str(self.admin_port),
+                "--rootUserDN",
+                self.bind_dn,
+                "--rootUserPasswordFile",
+                str(pw_file),
+                "--baseDN",
+                self.base_dn,
+                "--ldifFile",
+                str(CONFIG_DIR / "opendj" / "users.ldif"),
+            ],
+            env=self._tool_env(),
+            timeout=600,
+            cwd=self.workdir,
+        )
+        # Every connection handler and the administration connector: loopback only.
+        cfg = self.home / "config" / "config.ldif"
+        cfg.write_text(
+            cfg.read_text().replace(
+                "ds-cfg-listen-address: 0.0.0.0", f"ds-cfg-listen-address: {LOOPBACK}"
+            )
+        )
+        env = self._tool_env()
+        env["OPENDJ_JAVA_ARGS"] = "-server -Xms64m -Xmx512m"
+        log_file = (self.workdir / "start-ds.out").open("wb")
+        self.proc = subprocess.Popen(
+            [self._bin("start-ds"), "--nodetach"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            cwd=self.workdir,
+        )
+        _ALIVE.append(self)
+        self._wait_ldap(timeout=300)
+        # External changelog: a replication server + a replication domain for the base DN on this
+        # one server. (The replication server binds its port on all interfaces: OpenDJ has no
+        # listen-address for it; the port is random and speaks only the TLS replication protocol.)
+        provider = ["--provider-name", "Multimaster Synchronization"]
+        _run(
+            [
+                self._bin("dsconfig"),
+                "create-replication-server",
+                *self._admin_args(),
+                *provider,
+                "--set",
+                f"replication-port:{self.replication_port}",
+                "--set",
+                "replication-server-id:1",
+                "--set",
+                f"replication-server:{LOOPBACK}:{self.replication_port}",
+            ],
+            env=self._tool_env(),
+        )
+        _run(
+            [
+                self._bin("dsconfig"),
+                "create-replication-domain",
+                *self._admin_args(),
+                *provider,
+                "--domain-name",
+                self.base_dn,
+                "--set",
+                f"base-dn:{self.base_dn}",
+                "--set",
+                f"replication-server:{LOOPBACK}:{self.replication_port}",
+                "--set",
+                "server-id:2",
+            ],
+            env=self._tool_env(),
+        )
+        deadline = time.monotonic() + 120
+        while "lastChangeNumber" not in self.root_dse():
+            if time.monotonic() > deadline:
+                raise HarnessError("OpenDJ: root DSE never published lastChangeNumber")
+            time.sleep(1)
+        self.startup_seconds = time.monotonic() - t0
+        log(
+            f"OpenDJ {self.version} ready at {self.ldap_url} in {self.startup_seconds:.1f}s "
+            f"(rss {rss_kib(self.proc.pid) // 1024} MiB)"
+        )
+
+    def _wait_ldap(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise HarnessError(
+                    f"OpenDJ exited {self.proc.returncode}; see {self.workdir}/start-ds.out"
+                )
+            if _port_open(self.ldap_port):
+                with contextlib.suppress(HarnessError):
+                    self.root_dse()
+                    return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"OpenDJ did not answer on {self.ldap_url} within {timeout}s")
+            time.sleep(1)
+
+    # ---- LDAP helpers (OpenDJ's own CLI tools; no Python LDAP library needed)
+
+    def search(
+        self,
+        base: str,
+        filt: str = "(objectClass=*)",
+        scope: str = "sub",
+        attrs: Sequence[str] = (),
+    ) -> list[dict[str, list[str]]]:
+        """ldapsearch; returns entries as {attr: [values]} with 'dn' as a one-value list."""
+        out = _run(
+            [self._bin("ldapsearch"), *self._ldap_args(), "-b", base, "-s", scope, filt, *attrs],
+            env=self._tool_env(),
+            timeout=120,
+        ).stdout
+        return parse_ldif(out)
+
+    def root_dse(self) -> dict[str, list[str]]:
+        entries = self.search("", scope="base", attrs=["+", "*"])
+        return entries[0] if entries else {}
+
+    def last_change_number(self) -> int:
+        return int(self.root_dse()["lastChangeNumber"][0])
+
+    def first_change_number(self) -> int:
+        return int(self.root_dse()["firstChangeNumber"][0])
+
+    def modify(self, ldif: str) -> None:
+        """Apply an LDIF change record (changetype: modify/add/delete) with ldapmodify."""
+        _run(
+            [self._bin("ldapmodify"), *self._ldap_args()],
+            env=self._tool_env(),
+            input_text=ldif,
+            timeout=120,
+        )
+
+    def replace_attr(self, dn: str, attr: str, value: str) -> int:
+        """Replace one attribute value; returns the new lastChangeNumber."""
+        self.modify(f"dn: {dn}\nchangetype: modify\nreplace: {attr}\n{attr}: {value}\n")
+        return self.last_change_number()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self.proc = None
+        if self.workdir is not None and not os.environ.get("IDMSYNC_KEEP_TMP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        with contextlib.suppress(ValueError):
+            _ALIVE.remove(self)
+
+
+def parse_ldif(text: str) -> list[dict[str, list[str]]]:
+    """Tiny LDIF reader for ldapsearch output (folded lines, base64 values)."""
+    import base64
+
+    entries: list[dict[str, list[str]]] = []
+    lines: list[str] = []
+    for raw in text.splitlines():
+        if raw.startswith(" ") and lines:
+            lines[-1] += raw[1:]
+        else:
+            lines.append(raw)
+    cur: dict[str, list[str]] | None = None
+    for line in [*lines, ""]:
+        if not line.strip():
+            if cur:
+                entries.append(cur)
+            cur = None
+            continue
+        if line.startswith("#") or ":" not in line:
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(":"):
+            value = base64.b64decode(value[1:].strip()).decode("utf-8", "replace")
+        else:
+            value = value.strip()
+        cur = cur if cur is not None else {}
+        cur.setdefault(name, []).append(value)
+    return entries
+
+
+# --------------------------------------------------------------------------- OpenIDM
+
+
+@dataclass
+class OpenIDM:
+    """OpenIDM with our conf (tests/e2e/idm/openidm/conf) overlaid, pointed at an OpenDJ."""
+
+    opendj: OpenDJ
+    version: str = ""
+    http_port: int = 0
+    workdir: Path | None = None
+    startup_seconds: float = 0.0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def home(self) -> Path:
+        assert self.workdir is not None, "OpenIDM not started"
+        return self.workdir / "openidm"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    def start(self, ready_timeout: float = 600) -> None:
+        found = cached_openidm()
+        if found is None:
+            raise DistUnavailableError(openidm_missing_message())
+        self.version, pristine = found
+        t0 = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="idmsync-openidm-"))
+        shutil.copytree(pristine, self.home, symlinks=True)
+        self.http_port = free_port()
+        https_port, mutual_port = free_port(), free_port()
+        subst = {
+            "@@LDAP_HOST@@": LOOPBACK,
+            "@@LDAP_PORT@@": str(self.opendj.ldap_port),
+            "@@LDAP_BIND_DN@@": self.opendj.bind_dn,
+            "@@LDAP_BIND_PASSWORD@@": self.opendj.bind_password,
+            "@@LDAP_BASE_DN@@": self.opendj.base_dn,
+        }
+        for src_dir, dst_dir in (
+            (CONFIG_DIR / "openidm" / "conf", self.home / "conf"),
+            (CONFIG_DIR / "openidm" / "data", self.home / "data"),
+        ):
+            dst_dir.mkdir(parents=True, exist_ok=True)
+            for src in sorted(src_dir.iterdir()):
+                text = src.read_text()
+                for k, v in subst.items():
+                    text = text.replace(k, json.dumps(v)[1:-1] if src.suffix == ".json" else v)
+                (dst_dir / src.name).write_text(text)
+        boot = self.home / "conf" / "boot" / "boot.properties"
+        props = boot.read_text()
+        for key, value in (
+            ("openidm.port.http", self.http_port),
+            ("openidm.port.https", https_port),
+            ("openidm.port.mutualauth", mutual_port),
+            ("openidm.auth.clientauthonlyports", mutual_port),
+            ("openidm.host", LOOPBACK),
+        ):
+            line = f"{key}={value}"
+            props, n = re.subn(rf"(?m)^{re.escape(key)}=.*$", line, props)
+            if n == 0:
+                props += f"\n{line}\n"
+        boot.write_text(props)
+        env = dict(os.environ)
+        env["OPENIDM_OPTS"] = f"-Xmx1024m -Xms256m {JAVA17_LDAP_EXPORTS} -Dopenidm.host={LOOPBACK}"
+        log_file = (self.workdir / "openidm.out").open("wb")
+        # startup.sh reads the console: give it none (stdin=DEVNULL) so it never blocks on input.
+        self.proc = subprocess.Popen(
+            ["./startup.sh"],
+            cwd=self.home,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        _ALIVE.append(self)
+        self._wait_ready(ready_timeout)
+        self.startup_seconds = time.monotonic() - t0
+        log(
+            f"OpenIDM {self.version} ready at {self.url} in {self.startup_seconds:.1f}s "
+            f"(rss {rss_kib(self.proc.pid) // 1024} MiB)"
+        )
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        headers = {"X-OpenIDM-Username": IDM_ADMIN_USER, "X-OpenIDM-Password": IDM_ADMIN_PASSWORD}
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise HarnessError(
+                    f"OpenIDM exited {self.proc.returncode}; see {self.workdir}/openidm.out"
+                )
+            try:
+                r = httpx.get(f"{self.url}/openidm/info/ping", headers=headers, timeout=5)
+                last = f"{r.status_code} {r.text[:200]}"
+                if r.status_code == 200 and r.json().get("state") == "ACTIVE_READY":
+                    return
+            except (httpx.HTTPError, ValueError) as e:
+                last = repr(e)
+            if time.monotonic() > deadline:
+                raise HarnessError(f"OpenIDM not ACTIVE_READY within {timeout}s (last: {last})")
+            time.sleep(2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc, timeout=60)
+            self.proc = None
+        if self.workdir is not None and not os.environ.get("IDMSYNC_KEEP_TMP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        with contextlib.suppress(ValueError):
+            _ALIVE.remove(self)
+
+
+def openidm_missing_message() -> str:
+    rec = openidm_unavailable_record()
+    if rec.is_file():
+        data: dict[str, Any] = json.loads(rec.read_text())
+        errs = "; ".join(f"{v}: {e}" for v, e in data.get("errors", {}).items())
+        return (
+            f"OpenIDM distribution unavailable: Maven Central does not serve "
+            f"{data.get('artifact')} (checked {data.get('checked_at')} by `make idm-dist`): {errs}"
+        )
+    return f"OpenIDM distribution missing from {cache_root()}: run `make idm-dist`"
+
+
+# --------------------------------------------------------------------------- the pair
+
+
+@dataclass
+class RealIDM:
+    """What tests get: a running OpenDJ and (unless opendj_only) a running OpenIDM."""
+
+    opendj: OpenDJ
+    openidm: OpenIDM | None = None
+    admin_user: str = IDM_ADMIN_USER
+    admin_password: str = IDM_ADMIN_PASSWORD
+    ldap_source: str = LDAP_SOURCE
+    csv_source: str = CSV_SOURCE
+
+    @property
+    def idm_url(self) -> str:
+        """Server base WITHOUT /openidm, e.g. http://127.0.0.1:41234."""
+        if self.openidm is None:
+            raise HarnessError("OpenIDM is not running (opendj-only harness)")
+        return self.openidm.url
+
+    @property
+    def openidm_version(self) -> str:
+        return self.openidm.version if self.openidm else ""
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"X-OpenIDM-Username": self.admin_user, "X-OpenIDM-Password": self.admin_password}
+
+    @property
+    def ldap_url(self) -> str:
+        return self.opendj.ldap_url
+
+    @property
+    def ldap_bind_dn(self) -> str:
+        return self.opendj.bind_dn
+
+    @property
+    def ldap_bind_password(self) -> str:
+        return self.opendj.bind_password
+
+    @property
+    def ldap_base_dn(self) -> str:
+        return self.opendj.base_dn
+
+    def ldap_modify(self, ldif: str) -> None:
+        self.opendj.modify(ldif)
+
+    def ldap_replace(self, dn: str, attr: str, value: str) -> int:
+        return self.opendj.replace_attr(dn, attr, value)
+
+    def last_change_number(self) -> int:
+        return self.opendj.last_change_number()
+
+    def stop(self) -> None:
+        if self.openidm is not None:
+            self.openidm.stop()
+        self.opendj.stop()
+
+
+_ALIVE: list[OpenDJ | OpenIDM] = []
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in reversed(list(_ALIVE)):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+@contextlib.contextmanager
+def running(*, opendj_only: bool = False) -> Iterator[RealIDM]:
+    """Start OpenDJ (then OpenIDM); always stop both and remove their temp dirs."""
+    dj = OpenDJ()
+    real = RealIDM(opendj=dj)
+    try:
+        dj.start()
+        if not opendj_only:
+            real.openidm = OpenIDM(opendj=dj)
+            real.openidm.start()
+        yield real
+    finally:
+        real.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    cmd = args.pop(0) if args and not args[0].startswith("-") else "run"
+    if cmd == "resolve":
+        resolve_opendj()
+        try:
+            v, home = resolve_openidm()
+            log(f"OpenIDM {v} cached in {home}")
+        except DistUnavailableError as e:
+            log(f"OpenIDM NOT AVAILABLE: {e} (recorded in {openidm_unavailable_record()})")
+            return 1 if os.environ.get("IDMSYNC_REQUIRE_OPENIDM") else 0
+        return 0
+    if cmd != "run":
+        print(__doc__, file=sys.stderr)
+        return 2
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        with running(opendj_only="--opendj-only" in args) as real:
+            if real.openidm is not None:
+                print(f"IDM_URL={real.idm_url}")
+                print(f"IDM_LIVESYNC_SOURCE={real.ldap_source}")
+                print(f"IDM_CSV_SOURCE={real.csv_source}")
+                print(f"IDM_USERNAME={real.admin_user}")
+                print(f"IDM_PASSWORD={real.admin_password}")
+            print(f"LDAP_URL={real.ldap_url}")
+            print(f"LDAP_BIND_DN={real.ldap_bind_dn}")
+            print(f"LDAP_BIND_PASSWORD={real.ldap_bind_password}")
+            print(f"LDAP_BASE_DN={real.ldap_base_dn}", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        log("interrupted: stopping")
+    except DistUnavailableError as e:
+        log(str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
