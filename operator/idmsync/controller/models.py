@@ -1,0 +1,231 @@
+"""The SyncTokenReset resource as pydantic models: spec in, status out.
+
+The CRD in manifests/crd/ is written by hand (CEL rules and printer columns
+read better as YAML); tests/unit/test_crd_matches_models.py holds the two to
+the same field names, types and defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from idmsync.engine.naming import (
+    CONTEXT_PATH_PATTERN,
+    SOURCE_PATTERN,
+    STAGE_ID_PATTERN,
+    URL_PATTERN,
+)
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "RERUN_ANNOTATION",
+    "VERSION",
+    "Auth",
+    "Condition",
+    "SyncTokenResetSpec",
+    "SyncTokenResetStatus",
+]
+
+GROUP = "idmsync.dev"
+VERSION = "v1alpha1"
+KIND = "SyncTokenReset"
+PLURAL = "synctokenresets"
+RERUN_ANNOTATION = "idmsync.dev/rerun"
+
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+KEY_NAME = r"^[-._a-zA-Z0-9]+$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class SecretRef(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=253)
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=253)
+    key: str = Field(pattern=KEY_NAME, max_length=253)
+
+
+class ServiceTarget(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=63)
+    port: int | str = 8080
+    scheme: Literal["http", "https"] = "http"
+
+
+class Target(_Model):
+    service: ServiceTarget | None = None
+    url: str | None = Field(default=None, pattern=URL_PATTERN, max_length=512)
+    tenant_secret_ref: SecretRef | None = Field(default=None, alias="tenantSecretRef")
+    context_path: str = Field(
+        default="/openidm", alias="contextPath", pattern=CONTEXT_PATH_PATTERN, max_length=256
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        if sum(x is not None for x in (self.service, self.url, self.tenant_secret_ref)) != 1:
+            raise ValueError("target: set exactly one of service, url, tenantSecretRef")
+        return self
+
+
+class AdminSecretRef(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=253)
+    username_key: str = Field(
+        default="username", alias="usernameKey", pattern=KEY_NAME, max_length=253
+    )
+    password_key: str = Field(
+        default="password", alias="passwordKey", pattern=KEY_NAME, max_length=253
+    )
+
+
+class BearerTokenSecretRef(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=253)
+    key: str = Field(default="token", pattern=KEY_NAME, max_length=253)
+
+
+class ClientCredentials(_Model):
+    token_url: str = Field(alias="tokenUrl", pattern=r"^https?://\S+$", max_length=1024)
+    secret_ref: SecretRef = Field(alias="secretRef")  # keys clientId, clientSecret
+    scope: str = Field(default="fr:idm:*", max_length=1024)
+    auth_method: Literal["form", "basic"] = Field(default="form", alias="authMethod")
+
+
+class ServiceAccountAuth(_Model):
+    secret_ref: SecretRef = Field(alias="secretRef")  # keys serviceAccountId, privateJwk
+    scope: str = Field(default="fr:idm:*", max_length=1024)
+
+
+class Auth(_Model):
+    admin_secret_ref: AdminSecretRef | None = Field(default=None, alias="adminSecretRef")
+    bearer_token_secret_ref: BearerTokenSecretRef | None = Field(
+        default=None, alias="bearerTokenSecretRef"
+    )
+    client_credentials: ClientCredentials | None = Field(default=None, alias="clientCredentials")
+    service_account: ServiceAccountAuth | None = Field(default=None, alias="serviceAccount")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Auth:
+        chosen = (
+            self.admin_secret_ref,
+            self.bearer_token_secret_ref,
+            self.client_credentials,
+            self.service_account,
+        )
+        if sum(x is not None for x in chosen) != 1:
+            raise ValueError(
+                "auth: set exactly one of adminSecretRef, bearerTokenSecretRef, "
+                "clientCredentials, serviceAccount"
+            )
+        return self
+
+
+class Tls(_Model):
+    ca_secret_ref: SecretKeyRef | None = Field(default=None, alias="caSecretRef")
+    insecure_skip_verify: bool = Field(default=False, alias="insecureSkipVerify")
+
+
+class Stages(_Model):
+    sources: list[str] = Field(default_factory=list, max_length=64)
+    ids: list[str] = Field(default_factory=list, max_length=64)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _patterns(self) -> Stages:
+        for source in self.sources:
+            if not re.fullmatch(SOURCE_PATTERN, source) or any(
+                part in (".", "..") for part in source.split("/")
+            ):
+                raise ValueError(f"stages.sources: {source!r} is not system/<connector>/<type>")
+        for stage_id in self.ids:
+            if not re.fullmatch(STAGE_ID_PATTERN, stage_id):
+                raise ValueError(f"stages.ids: {stage_id!r} does not match {STAGE_ID_PATTERN}")
+        if not (self.sources or self.ids or self.all):
+            raise ValueError("stages: name at least one of sources, ids, or all: true")
+        return self
+
+
+class Token(_Model):
+    value: int | str
+
+
+class LiveSync(_Model):
+    trigger: bool = True
+    verify: bool = True
+    timeout_seconds: int = Field(default=120, alias="timeoutSeconds", ge=1, le=3600)
+
+
+class SyncTokenResetSpec(_Model):
+    target: Target
+    auth: Auth | None = None
+    api: Literal["Auto", "IDM7", "Legacy", "IdentityCloud"] = "Auto"
+    tls: Tls = Field(default_factory=Tls)
+    stages: Stages
+    action: Literal["Delete", "Set"] = "Delete"
+    token: Token | None = None
+    live_sync: LiveSync = Field(default_factory=LiveSync, alias="liveSync")
+    pause_schedules: bool = Field(default=False, alias="pauseSchedules")
+    dry_run: bool = Field(default=False, alias="dryRun")
+
+    @model_validator(mode="after")
+    def _rules(self) -> SyncTokenResetSpec:
+        if self.auth is None and self.target.tenant_secret_ref is None:
+            raise ValueError("auth is required unless target.tenantSecretRef is set")
+        if (self.action == "Set") != (self.token is not None):
+            raise ValueError("token goes with action Set, and action Set needs a token")
+        return self
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    last_transition_time: str = Field(alias="lastTransitionTime")
+
+
+class ServerStatus(_Model):
+    url: str
+    api: str
+    version: str | None = None
+
+
+class StageLiveSync(_Model):
+    triggered: bool = False
+    new_token: Any = Field(default=None, alias="newToken")
+
+
+class StageStatus(_Model):
+    id: str
+    source: str | None = None
+    step: str = "Pending"
+    previous_rev: str | None = Field(default=None, alias="previousRev")
+    previous_token: Any = Field(default=None, alias="previousToken")
+    result: str | None = None
+    live_sync: StageLiveSync = Field(default_factory=StageLiveSync, alias="liveSync")
+    message: str | None = None
+
+
+class SyncTokenResetStatus(_Model):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    rerun: str | None = None  # the idmsync.dev/rerun value this run answers
+    start_time: str | None = Field(default=None, alias="startTime")
+    completion_time: str | None = Field(default=None, alias="completionTime")
+    target: str | None = None  # summary for the printer column
+    stage_summary: str | None = Field(default=None, alias="stageSummary")
+    server: ServerStatus | None = None
+    stages: list[StageStatus] = Field(default_factory=list)
+    attempts: int = 0
+    schedules_paused: bool = Field(default=False, alias="schedulesPaused")
+    conditions: list[Condition] = Field(default_factory=list)
