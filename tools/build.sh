@@ -25,8 +25,8 @@ timer() {
 progress() {
   local name="$1" total="$2"
   awk -v name="$name" -v total="$total" '
-    { n++; last=$0; if (n % 25 == 1) { printf "  %s [%d/%d] %s\n", name, n, total, $0; fflush() } }
-    END { if (n) printf "  %s [%d/%d] %s (compiled; linking done)\n", name, n, total, last }'
+    { n++; last=$0; if (n % 25 == 1) { printf "  %s [%d/%s] %s\n", name, n, total, $0; fflush() } }
+    END { if (n) printf "  %s [%d/%s] %s (compiled; linking done)\n", name, n, total, last }'
 }
 
 summary() {
