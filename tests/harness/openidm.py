@@ -677,11 +677,20 @@ class OpenIDM:
             _ALIVE.remove(self)
 
 
+def short_maven_error(line: str) -> str:
+    """'[ERROR] Failed to execute goal ...: Could not find artifact X in central (URL) -> [Help 1]'
+    -> 'Could not find artifact X in central'."""
+    m = re.search(
+        r"(Could not (?:find|transfer) artifact .*?)(?: \(\S+\))?(?: -> \[Help \d+\])?$", line
+    )
+    return m.group(1) if m else line
+
+
 def openidm_missing_message() -> str:
     rec = openidm_unavailable_record()
     if rec.is_file():
         data: dict[str, Any] = json.loads(rec.read_text())
-        errs = "; ".join(f"{v}: {e}" for v, e in data.get("errors", {}).items())
+        errs = "; ".join(short_maven_error(e) for e in data.get("errors", {}).values())
         return (
             f"OpenIDM distribution unavailable: Maven Central does not serve "
             f"{data.get('artifact')} (checked {data.get('checked_at')} by `make idm-dist`): {errs}"

@@ -1,0 +1,345 @@
+"""Facts about the real peers that the reset engine relies on and the IDM stub must mirror.
+
+Raw httpx against OpenIDM (+ OpenDJ's CLI tools for the directory side); no project code.
+Every exchange is appended as one JSON line to ``$IDMSYNC_FACTS_OUT`` when that is set, so
+``docs/notes/openidm-rest-facts.md`` can be refreshed from a real run:
+
+    IDMSYNC_FACTS_OUT=/tmp/facts.jsonl .venv/bin/python -m pytest tests/e2e/test_openidm_facts.py
+
+The OpenIDM assertions encode what ``shared/design/real-peers.md`` claims; a failure here
+means the claim (and the stub) is wrong, not that the test should be loosened blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness.openidm import OpenDJ, RealIDM
+
+pytestmark = pytest.mark.openidm
+
+STAGES = "repo/synchronisation/pooledSyncStage"
+LDAP_STAGE = "SYSTEMLDAPACCOUNT"
+HR_STAGE = "SYSTEMHRACCOUNT"
+API_V1 = {"Accept-API-Version": "resource=1.0"}
+BJENSEN = "uid=bjensen,ou=People,dc=example,dc=com"
+SCARTER = "uid=scarter,ou=People,dc=example,dc=com"
+
+
+def record(fact: str, r: httpx.Response) -> None:
+    out = os.environ.get("IDMSYNC_FACTS_OUT")
+    if not out:
+        return
+    req = r.request
+    try:
+        body: Any = r.json()
+    except ValueError:
+        body = r.text
+    line = {
+        "fact": fact,
+        "request": {
+            "method": req.method,
+            "url": str(req.url.copy_with(scheme=None, host=None, port=None)),
+            "headers": {
+                k: v for k, v in req.headers.items() if not k.lower().startswith("x-openidm-pass")
+            },
+            "body": req.content.decode("utf-8", "replace") if req.content else None,
+        },
+        "status": r.status_code,
+        "headers": dict(r.headers),
+        "body": body,
+    }
+    with open(out, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+# --------------------------------------------------------------------------- OpenDJ
+
+
+def test_opendj_root_dse_publishes_change_numbers(real_ldap: OpenDJ) -> None:
+    dse = real_ldap.root_dse()
+    assert dse["changelog"] == ["cn=changelog"]
+    first, last = int(dse["firstChangeNumber"][0]), int(dse["lastChangeNumber"][0])
+    assert 0 <= first <= last
+    assert "lastExternalChangelogCookie" in dse
+
+
+def test_opendj_each_modify_is_one_change_number(real_ldap: OpenDJ) -> None:
+    before = real_ldap.last_change_number()
+    after = real_ldap.replace_attr(SCARTER, "description", f"facts {time.time()}")
+    assert after == before + 1
+    assert real_ldap.first_change_number() >= 1
+    entries = real_ldap.search(
+        "cn=changelog", f"(changeNumber={after})", attrs=["changeNumber", "targetDN", "changeType"]
+    )
+    assert len(entries) == 1
+    assert entries[0]["targetDN"] == [SCARTER]
+    assert entries[0]["changeType"] == ["modify"]
+    assert entries[0]["dn"] == [f"changeNumber={after},cn=changelog"]
+
+
+# --------------------------------------------------------------------------- OpenIDM
+
+
+@pytest.fixture
+def idm(real_idm: RealIDM) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"{real_idm.idm_url}/openidm", headers=real_idm.admin_headers, timeout=60
+    ) as c:
+        yield c
+
+
+def livesync(c: httpx.Client, source: str, fact: str = "liveSync") -> dict[str, Any]:
+    r = c.post(f"/{source}", params={"_action": "liveSync"})
+    record(fact, r)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def get_stage(c: httpx.Client, sid: str = LDAP_STAGE, fact: str = "get stage") -> httpx.Response:
+    r = c.get(f"/{STAGES}/{sid}")
+    record(fact, r)
+    return r
+
+
+def ensure_stage(c: httpx.Client, real_idm: RealIDM) -> dict[str, Any]:
+    r = get_stage(c)
+    if r.status_code == 404:
+        livesync(c, real_idm.ldap_source)
+        r = get_stage(c)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def delete_stage_if_present(c: httpx.Client, sid: str = LDAP_STAGE) -> None:
+    r = c.get(f"/{STAGES}/{sid}")
+    if r.status_code == 200:
+        d = c.delete(f"/{STAGES}/{sid}", headers={"If-Match": r.json()["_rev"]})
+        assert d.status_code == 200, d.text
+
+
+def test_info_version_shape(idm: httpx.Client) -> None:
+    for headers in ({}, API_V1):
+        r = idm.get("/info/version", headers=headers)
+        record(f"GET info/version headers={headers}", r)
+        assert r.status_code == 200
+        body = r.json()
+        assert isinstance(body["productVersion"], str)
+        assert body["productVersion"][0].isdigit()
+
+
+def test_info_ping_ready(idm: httpx.Client) -> None:
+    r = idm.get("/info/ping")
+    record("GET info/ping", r)
+    assert r.status_code == 200
+    assert r.json()["state"] == "ACTIVE_READY"
+
+
+def test_livesync_creates_ldap_stage_with_integer_token(
+    idm: httpx.Client, real_idm: RealIDM
+) -> None:
+    delete_stage_if_present(idm)
+    body = livesync(idm, real_idm.ldap_source, "liveSync, no stage yet (LDAP)")
+    assert "connectorData" in body
+    stage = ensure_stage(idm, real_idm)
+    assert stage["_id"] == LDAP_STAGE
+    assert isinstance(stage["_rev"], str)
+    assert stage["_rev"]
+    token = stage["connectorData"]["syncToken"]
+    assert isinstance(token, int)
+    assert stage["connectorData"].get("nativeType") == "integer"
+    assert token == real_idm.last_change_number()
+
+
+def test_livesync_creates_csv_stage(idm: httpx.Client, real_idm: RealIDM) -> None:
+    delete_stage_if_present(idm, HR_STAGE)
+    livesync(idm, real_idm.csv_source, "liveSync, no stage yet (CSV hr)")
+    r = get_stage(idm, HR_STAGE, "get stage (CSV hr)")
+    assert r.status_code == 200, r.text
+    assert r.json()["connectorData"]["syncToken"] is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"_queryFilter": "true", "_fields": "_id"}, API_V1),
+        ({"_queryFilter": "true", "_fields": "_id"}, {}),
+        ({"_queryId": "query-all-ids"}, API_V1),
+        ({"_queryId": "query-all-ids"}, {}),
+    ],
+    ids=["queryFilter+v1", "queryFilter", "queryId+v1", "queryId"],
+)
+def test_list_stage_ids(
+    idm: httpx.Client, real_idm: RealIDM, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    ensure_stage(idm, real_idm)
+    r = idm.get(f"/{STAGES}", params=params, headers=headers)
+    record(f"list stages {params} headers={headers}", r)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert LDAP_STAGE in [row["_id"] for row in body["result"]]
+    assert body["resultCount"] == len(body["result"])
+
+
+def test_get_missing_stage_is_404(idm: httpx.Client) -> None:
+    r = get_stage(idm, "NOSUCHSTAGE", "GET missing stage")
+    assert r.status_code == 404
+    body = r.json()
+    assert body["code"] == 404
+    assert body["reason"] == "Not Found"
+    assert isinstance(body.get("message"), str)
+
+
+def test_delete_without_if_match(idm: httpx.Client, real_idm: RealIDM) -> None:
+    ensure_stage(idm, real_idm)
+    r = idm.delete(f"/{STAGES}/{LDAP_STAGE}")
+    record("DELETE stage without If-Match", r)
+    # real-peers.md claims 409; if the server deletes instead, the stub must too.
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == 409
+    assert get_stage(idm).status_code == 200
+
+
+def test_delete_with_stale_rev_is_412(idm: httpx.Client, real_idm: RealIDM) -> None:
+    stage = ensure_stage(idm, real_idm)
+    stale = "999999" if stage["_rev"] != "999999" else "999998"
+    r = idm.delete(f"/{STAGES}/{LDAP_STAGE}", headers={"If-Match": stale})
+    record("DELETE stage with stale If-Match", r)
+    assert r.status_code == 412, r.text
+    body = r.json()
+    assert body["code"] == 412
+    assert get_stage(idm).status_code == 200
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["bare-rev", "quoted-etag"])
+def test_delete_with_current_rev(idm: httpx.Client, real_idm: RealIDM, quoted: bool) -> None:
+    stage = ensure_stage(idm, real_idm)
+    rev = stage["_rev"]
+    r = idm.delete(
+        f"/{STAGES}/{LDAP_STAGE}", headers={"If-Match": f'"{rev}"' if quoted else rev, **API_V1}
+    )
+    record(f"DELETE stage with current rev quoted={quoted}", r)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["_id"] == LDAP_STAGE
+    assert body["connectorData"]["syncToken"] == stage["connectorData"]["syncToken"]
+    assert get_stage(idm, fact="GET stage after delete").status_code == 404
+
+
+def test_delete_missing_stage(idm: httpx.Client) -> None:
+    r = idm.delete(f"/{STAGES}/NOSUCHSTAGE", headers={"If-Match": "0"})
+    record("DELETE missing stage with If-Match", r)
+    r2 = idm.delete(f"/{STAGES}/NOSUCHSTAGE")
+    record("DELETE missing stage without If-Match", r2)
+    assert r.status_code == 404, r.text
+    assert r.json()["code"] == 404
+
+
+def test_livesync_on_missing_stage_starts_at_latest_without_replay(
+    idm: httpx.Client, real_idm: RealIDM
+) -> None:
+    ensure_stage(idm, real_idm)
+    marker = f"+1 408 555 {int(time.time()) % 10000:04d}"
+    real_idm.ldap_replace(BJENSEN, "telephoneNumber", marker)
+    delete_stage_if_present(idm)
+    latest = real_idm.last_change_number()
+    livesync(idm, real_idm.ldap_source, "liveSync after delete (reset)")
+    stage = ensure_stage(idm, real_idm)
+    assert stage["connectorData"]["syncToken"] == latest
+    users = managed_users(idm, "bjensen")
+    assert all(u.get("telephoneNumber") != marker for u in users), "the change was replayed"
+
+
+def managed_users(c: httpx.Client, user_name: str) -> list[dict[str, Any]]:
+    r = c.get("/managed/user", params={"_queryFilter": f'userName eq "{user_name}"'})
+    record("query managed/user", r)
+    assert r.status_code == 200, r.text
+    result: list[dict[str, Any]] = r.json()["result"]
+    return result
+
+
+def test_ldap_change_then_livesync_updates_managed_user(
+    idm: httpx.Client, real_idm: RealIDM
+) -> None:
+    r = idm.post(
+        "/recon",
+        params={
+            "_action": "recon",
+            "mapping": "systemLdapAccounts_managedUser",
+            "waitForCompletion": "true",
+        },
+    )
+    record("recon systemLdapAccounts_managedUser", r)
+    assert r.status_code == 200, r.text
+    ensure_stage(idm, real_idm)
+    livesync(idm, real_idm.ldap_source)
+    marker = f"+1 408 555 {(int(time.time()) + 1) % 10000:04d}"
+    cn = real_idm.ldap_replace(SCARTER, "telephoneNumber", marker)
+    body = livesync(idm, real_idm.ldap_source, "liveSync with one pending change")
+    assert body["connectorData"]["syncToken"] == cn
+    (user,) = managed_users(idm, "scarter")
+    assert user["telephoneNumber"] == marker
+
+
+def test_put_stage_token_is_where_livesync_resumes(idm: httpx.Client, real_idm: RealIDM) -> None:
+    """The `Set` action: write an older token, then liveSync replays the changes after it."""
+    stage = ensure_stage(idm, real_idm)
+    livesync(idm, real_idm.ldap_source)
+    stage = ensure_stage(idm, real_idm)
+    marker = f"+1 408 555 {(int(time.time()) + 2) % 10000:04d}"
+    # Change the directory while the stage is deleted, so liveSync skips it ...
+    delete_stage_if_present(idm)
+    cn = real_idm.ldap_replace(BJENSEN, "telephoneNumber", marker)
+    livesync(idm, real_idm.ldap_source)
+    stage = ensure_stage(idm, real_idm)
+    assert stage["connectorData"]["syncToken"] == cn
+    # ... then set the token back to just before that change.
+    new = {"_id": LDAP_STAGE, "connectorData": {"nativeType": "integer", "syncToken": cn - 1}}
+    r = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=new, headers={"If-Match": stage["_rev"], **API_V1})
+    record("PUT stage with If-Match (Set action)", r)
+    assert r.status_code == 200, r.text
+    assert r.json()["connectorData"]["syncToken"] == cn - 1
+    assert r.json()["_rev"] != stage["_rev"]
+    stale = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=new, headers={"If-Match": stage["_rev"]})
+    record("PUT stage with stale If-Match", stale)
+    assert stale.status_code == 412
+    livesync(idm, real_idm.ldap_source, "liveSync after Set to cn-1")
+    (user,) = managed_users(idm, "bjensen")
+    assert user["telephoneNumber"] == marker
+    assert ensure_stage(idm, real_idm)["connectorData"]["syncToken"] == cn
+
+
+def test_scheduler_pause_and_resume(idm: httpx.Client) -> None:
+    r = idm.post("/scheduler/job", params={"_action": "pauseJobs"})
+    record("scheduler pauseJobs", r)
+    assert r.status_code == 200, r.text
+    r2 = idm.post("/scheduler/job", params={"_action": "listCurrentlyExecutingJobs"})
+    record("scheduler listCurrentlyExecutingJobs", r2)
+    r3 = idm.post("/scheduler/job", params={"_action": "resumeJobs"})
+    record("scheduler resumeJobs", r3)
+    assert r3.status_code == 200, r3.text
+    assert r.json() == {"success": True}
+    assert r3.json() == {"success": True}
+
+
+def test_wrong_password_is_401(real_idm: RealIDM) -> None:
+    r = httpx.get(
+        f"{real_idm.idm_url}/openidm/{STAGES}",
+        params={"_queryFilter": "true"},
+        headers={"X-OpenIDM-Username": real_idm.admin_user, "X-OpenIDM-Password": "wrong"},
+        timeout=30,
+    )
+    record("wrong password", r)
+    assert r.status_code == 401
+    body = r.json()
+    assert body["code"] == 401
+    assert body["reason"] == "Unauthorized"
