@@ -141,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--dry-run", action="store_true", help="read and report, change nothing")
 
     commands.add_parser("stages", parents=[server], help="list stage ids, revs and tokens")
+
+    run = commands.add_parser("run", help="run the operator (kopf)")
+    from idmsync.controller.settings import add_run_arguments
+
+    add_run_arguments(run, os.environ)
     return parser
 
 
@@ -250,6 +255,12 @@ async def _stages(client: IdmClient, output: str, out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
     environment = os.environ if env is None else env
+    if args.command == "run":
+        from idmsync.controller.app import run_operator
+        from idmsync.controller.settings import OperatorSettings
+
+        run_operator(OperatorSettings.from_args(args))
+        return 0
     secrets: tuple[str, ...] = ()
     handler = logging.StreamHandler(sys.stderr)
     try:

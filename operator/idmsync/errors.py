@@ -18,13 +18,17 @@ __all__ = [
     "AlreadyRunning",
     "Forbidden",
     "IdmSyncError",
+    "InternalError",
     "InvalidSpec",
     "LiveSyncFailed",
     "NotFound",
     "ProtocolError",
     "RevisionConflict",
+    "SecretKeyMissing",
+    "SecretNotFound",
     "ServerError",
     "ServerUnreachable",
+    "ServiceNotFound",
     "TargetNotAllowed",
     "Unauthorized",
     "VerifyTimeout",
@@ -69,6 +73,27 @@ class TargetNotAllowed(IdmSyncError):
     """The server named is outside the allow-list, or would receive credentials in clear."""
 
     reason = "TargetNotAllowed"
+
+
+class SecretNotFound(IdmSyncError):
+    """A Secret the resource names does not exist in its namespace (yet)."""
+
+    reason = "SecretNotFound"
+    retryable = True  # creating the Secret fixes it
+
+
+class SecretKeyMissing(IdmSyncError):
+    """The Secret exists but lacks a key the resource names."""
+
+    reason = "SecretKeyMissing"
+    retryable = True
+
+
+class ServiceNotFound(IdmSyncError):
+    """The target Service (or its named port) does not exist in the resource's namespace."""
+
+    reason = "ServiceNotFound"
+    retryable = True
 
 
 # --- the server said no -------------------------------------------------------------
@@ -138,4 +163,11 @@ class ServerError(IdmSyncError):
     """5xx from the server."""
 
     reason = "ServerError"
+    retryable = True
+
+
+class InternalError(IdmSyncError):
+    """A bug: something idmsync did not expect. Retried, then reported."""
+
+    reason = "InternalError"
     retryable = True

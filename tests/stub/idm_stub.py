@@ -45,7 +45,7 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | malformed | delay | bump_rev
+    kind: str  # status | drop | malformed | delay | delay_after | bump_rev
     remaining: int
     method: str | None = None
     path_contains: str | None = None
@@ -196,6 +196,12 @@ class IdmStub:
     ) -> None:
         self._fault(Fault("delay", count, method, path, seconds=seconds))
 
+    def delay_after_next(
+        self, count: int, seconds: float, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Carry out the next matching requests, then wait before answering (a kill window)."""
+        self._fault(Fault("delay_after", count, method, path, seconds=seconds))
+
     def bump_rev_before_next(self, count: int = 1, *, method: str = "DELETE") -> None:
         """Just before the next ``count`` DELETE/PUT of a stage, a liveSync bumps its rev."""
         self._fault(Fault("bump_rev", count, method, STAGES + "/"))
@@ -267,6 +273,8 @@ class IdmStub:
         if not self._authenticated(request):
             return _error(401, "Access Denied")
         response: web.StreamResponse = await handler(request)
+        if fault is not None and fault.kind == "delay_after":
+            await asyncio.sleep(fault.seconds)
         return response
 
     def _authenticated(self, request: web.Request) -> bool:

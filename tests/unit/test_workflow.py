@@ -385,6 +385,20 @@ class TestResume:
             Step.DONE,
         )
 
+    async def test_recreated_with_the_same_rev_but_a_new_token_is_not_deleted_again(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        # deleted, then recreated by liveSync at rev 0 again: only the token differs
+        with stub.lock:
+            stub.stages.clear()
+        stub.put_stage(LDAP_STAGE, 105)
+        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "0", 100)
+        outcome = await run_reset(
+            client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress}
+        )
+        assert stub.requests_to(STAGE_PATH, "DELETE") == []
+        assert outcome.stages[0].result is StageResult.DELETED
+
     async def test_recorded_and_absent_means_the_delete_happened(
         self, stub: IdmStub, client_for: ClientFactory
     ) -> None:

@@ -1,0 +1,1 @@
+"""kopf handlers (thin), target and Secret resolution, status and conditions, locks, settings."""

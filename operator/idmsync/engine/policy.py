@@ -123,7 +123,7 @@ class TargetPolicy:
         matching = [p for p in self.allowed if p.matches(host, port)]
         if not matching:
             raise TargetNotAllowed(f"{scheme}://{host}:{port} is not in {self.allow_list_name}")
-        if not any(p.permits(scheme) for p in matching):
+        if not any(p.permits(scheme) for p in matching) and not (scheme == "http" and loopback):
             raise TargetNotAllowed(
                 f"{scheme} to {host} would send credentials in clear; use https, or "
                 f"{self.http_hint.format(host=host)}"

@@ -5,8 +5,9 @@ For each stage: read → record the previous rev and token → delete with
 back. The caller sees every step as an event *before* the next one starts, so
 the operator can persist progress around each destructive call. Given recorded
 progress, a run resumes without repeating a destructive call: a stage that
-still has the recorded rev was not touched; one that is gone, or has another
-rev, was (and liveSync may already have recreated it).
+still has the recorded rev and token was not touched; one that is gone, or has
+another rev or token, was (and liveSync may already have recreated it: a
+recreated stage's rev can start over, so the token is compared too).
 """
 
 from __future__ import annotations
@@ -166,15 +167,21 @@ async def _change(
     client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
 ) -> StageProgress:
     stage = await client.read_stage(state.id)
-    if state.step is Step.RECORDED and (stage is None or stage.rev != state.previous_rev):
-        # resumed after the destructive call went out: it happened; do not repeat it
+    untouched = (
+        stage is not None
+        and stage.rev == state.previous_rev
+        and stage.sync_token == state.previous_token
+    )
+    if state.step is Step.RECORDED and not untouched:
+        # resumed after the destructive call went out: it happened (and liveSync may have
+        # recreated the stage, whose rev can start over: the token tells them apart)
         result = StageResult.SET if options.action is Action.SET else StageResult.DELETED
         state = state.advance(step=Step.CHANGED, result=result)
         await observer(
             Event(
                 "StageChanged",
-                f"{state.id}: {result} before the restart (rev is no longer "
-                f"{state.previous_rev}); not repeated",
+                f"{state.id}: {result} before the restart (no longer rev "
+                f"{state.previous_rev} with token {state.previous_token!r}); not repeated",
                 stage=state,
             )
         )

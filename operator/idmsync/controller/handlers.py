@@ -1,0 +1,94 @@
+"""kopf handlers: thin, they read like a table of contents.
+
+Every trigger (create, operator resume, update such as a new rerun annotation)
+calls the same :func:`reconcile`, which decides from the status what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from idmsync.controller.context import OperatorContext
+from idmsync.controller.kube import Kube
+from idmsync.controller.models import GROUP, PLURAL, VERSION
+from idmsync.controller.reconcile import reconcile
+from idmsync.controller.settings import OperatorSettings
+
+__all__ = ["configure_operator"]
+
+log = logging.getLogger(__name__)
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+_settings: OperatorSettings | None = None
+
+
+def configure_operator(settings: OperatorSettings) -> None:
+    """Called once by ``idmsync run`` before kopf starts."""
+    global _settings
+    _settings = settings
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    ours = _settings or OperatorSettings()
+    # kopf's own bookkeeping goes in annotations under its own prefix: our status schema is
+    # strict (it would prune status.kopf), and idmsync.dev/ annotations belong to users
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="kopf.idmsync.dev"
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.idmsync.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "kopf.idmsync.dev/finalizer"
+    # a watch that goes silent is re-established rather than trusted forever
+    settings.watching.server_timeout = ours.watch_timeout
+    settings.watching.client_timeout = ours.watch_timeout + 30
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.WARNING  # our Events are posted explicitly
+    if ours.peering == "":
+        settings.peering.standalone = True
+    elif ours.peering:
+        settings.peering.name = ours.peering
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = not ours.namespaces
+        # distinct priorities: the highest replica works, the others pause
+        settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311
+    settings.execution.max_workers = 4
+    if ours.metrics_port:
+        start_http_server(ours.metrics_port)
+    memo.operator = OperatorContext(settings=ours, kube=Kube.from_environment())
+    log.info("idmsync operator started (namespaces: %s)", ",".join(ours.namespaces) or "all")
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    context: OperatorContext | None = getattr(memo, "operator", None)
+    if context is not None:
+        await context.close()
+
+
+@kopf.on.probe(id="ready")
+def ready(memo: kopf.Memo, **_: Any) -> bool:
+    return getattr(memo, "operator", None) is not None
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+async def run_reset(
+    body: kopf.Body, namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    assert namespace is not None, "SyncTokenReset is namespaced"
+    context: OperatorContext = memo.operator
+
+    def post(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    outcome = await reconcile(context, namespace, name, retry, post)
+    if outcome.retry_in is not None:
+        raise kopf.TemporaryError(outcome.message, delay=outcome.retry_in)

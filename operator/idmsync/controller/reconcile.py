@@ -1,0 +1,236 @@
+"""One SyncTokenReset, from its current status to the next: the controller's service layer.
+
+Status is the source of truth, read fresh from the API server on every call:
+a terminal resource is never run again unless ``idmsync.dev/rerun`` changed;
+a resource left Running (operator killed) resumes from its recorded stages.
+Progress is written before and after each destructive call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from idmsync.controller import metrics
+from idmsync.controller.context import OperatorContext
+from idmsync.controller.models import (
+    RERUN_ANNOTATION,
+    ServerStatus,
+    SyncTokenResetSpec,
+    SyncTokenResetStatus,
+)
+from idmsync.controller.resolve import reset_options, resolve_target
+from idmsync.controller.status import (
+    now,
+    progress_from_status,
+    set_condition,
+    stage_status,
+    stage_summary,
+    status_dict,
+)
+from idmsync.engine import Event, IdmClient, RetryPolicy, run_reset, select_stages
+from idmsync.errors import IdmSyncError, InternalError, InvalidSpec, redact
+
+__all__ = ["EventPoster", "Outcome", "reconcile"]
+
+log = logging.getLogger(__name__)
+
+#: post a Kubernetes Event: (type "Normal"/"Warning", reason, message)
+EventPoster = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the handler should do next: nothing, or retry after ``retry_in`` seconds."""
+
+    retry_in: float | None = None
+    message: str = ""
+
+
+class _Run:
+    """The status of one run, patched to the API server as it changes."""
+
+    def __init__(
+        self, ctx: OperatorContext, namespace: str, name: str, status: SyncTokenResetStatus
+    ) -> None:
+        self.ctx, self.namespace, self.name, self.status = ctx, namespace, name, status
+
+    async def save(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+        await self.ctx.kube.patch_status(self.namespace, self.name, status_dict(self.status))
+
+    def conditions(self, *triples: tuple[str, bool, str, str]) -> Any:
+        conditions = list(self.status.conditions)
+        for type_, value, reason, message in triples:
+            conditions = set_condition(
+                conditions, type_, value, reason, message, self.status.observed_generation
+            )
+        return conditions
+
+
+async def reconcile(
+    ctx: OperatorContext,
+    namespace: str,
+    name: str,
+    retry: int,
+    post_event: EventPoster,
+) -> Outcome:
+    body = await ctx.kube.read_reset(namespace, name)
+    if body is None:
+        return Outcome(message="gone")
+    meta = body.get("metadata", {})
+    rerun = (meta.get("annotations") or {}).get(RERUN_ANNOTATION, "")
+    generation = meta.get("generation")
+    try:
+        status = SyncTokenResetStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = SyncTokenResetStatus()
+    if status.phase in ("Succeeded", "Failed") and (status.rerun or "") == rerun:
+        return Outcome(message=f"already {status.phase}; set {RERUN_ANNOTATION} to run again")
+    fresh = status.phase in ("Succeeded", "Failed") or status.start_time is None
+    if fresh:
+        status = SyncTokenResetStatus(rerun=rerun, start_time=now(), observed_generation=generation)
+        post_event("Normal", "Started", "reset started" + (f" (rerun {rerun!r})" if rerun else ""))
+    run = _Run(ctx, namespace, name, status)
+    await run.save(
+        phase="Running",
+        attempts=status.attempts + 1,
+        conditions=run.conditions(
+            ("Reconciling", True, "Running", "resetting sync tokens"),
+            ("Ready", False, "Running", "resetting sync tokens"),
+            ("Stalled", False, "Running", ""),
+        ),
+    )
+    started = time.monotonic()
+    metrics.RESETS_IN_FLIGHT.inc()
+    secrets: tuple[str, ...] = ()
+    try:
+        try:
+            spec = SyncTokenResetSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            raise InvalidSpec(_validation_message(exc)) from None
+        target = await resolve_target(spec, namespace, ctx.kube, ctx.settings)
+        secrets = target.credentials.secret_values()
+        client = IdmClient(
+            target.server_url,
+            target.credentials,
+            ctx.http_client(target.server_url, target.tls),
+            flavour=target.flavour,
+            context_path=target.context_path,
+            retry=RetryPolicy(
+                attempts=ctx.settings.http_attempts, base_delay=ctx.settings.http_backoff
+            ),
+        )
+        refs = await select_stages(
+            client, sources=spec.stages.sources, ids=spec.stages.ids, all_stages=spec.stages.all
+        )
+        ids = [ref.id for ref in refs]
+        await run.save(target=target.summary, stage_summary=stage_summary(ids))
+        busy = ctx.locks.busy(client.base_url, ids)
+        if busy:
+            post_event("Normal", "Waiting", f"another reset holds {', '.join(busy)}; waiting")
+        async with ctx.locks.hold(client.base_url, ids):
+            await _run_engine(run, client, refs, spec, post_event)
+    except IdmSyncError as exc:
+        return await _failed(ctx, run, exc, retry, secrets, started, post_event)
+    except Exception as exc:
+        log.exception("unexpected error in %s/%s", namespace, name)
+        error = InternalError(f"{type(exc).__name__}: {redact(str(exc), secrets)}")
+        return await _failed(ctx, run, error, retry, secrets, started, post_event)
+    finally:
+        metrics.RESETS_IN_FLIGHT.dec()
+    summary = "; ".join(f"{s.id}: {s.result}" for s in run.status.stages)
+    await run.save(
+        phase="Succeeded",
+        completion_time=now(),
+        conditions=run.conditions(
+            ("Ready", True, "Succeeded", summary),
+            ("Reconciling", False, "Succeeded", ""),
+            ("Stalled", False, "Succeeded", ""),
+        ),
+    )
+    post_event("Normal", "Succeeded", summary)
+    metrics.RESETS.labels(result="Succeeded", reason="Succeeded").inc()
+    metrics.RESET_DURATION.observe(time.monotonic() - started)
+    return Outcome(message=summary)
+
+
+async def _run_engine(
+    run: _Run,
+    client: IdmClient,
+    refs: list[Any],
+    spec: SyncTokenResetSpec,
+    post_event: EventPoster,
+) -> None:
+    progress = progress_from_status(run.status)
+    known = {ref.id for ref in refs}
+    stages = {s.id: s for s in run.status.stages if s.id in known}
+
+    async def observe(event: Event) -> None:
+        if event.server is not None:
+            await run.save(
+                server=ServerStatus(
+                    url=event.server.url,
+                    api=str(event.server.flavour),
+                    version=await client.version(),
+                )
+            )
+        elif event.stage is not None:
+            stages[event.stage.id] = stage_status(event.stage)
+            ordered = [stages[ref.id] for ref in refs if ref.id in stages]
+            # persisted before the engine goes on: StageRecorded precedes every destructive call
+            await run.save(stages=ordered)
+        elif event.kind in ("SchedulerPaused", "SchedulerResumed"):
+            await run.save(schedules_paused=event.kind == "SchedulerPaused")
+        post_event("Normal", event.kind, event.message)
+
+    await run_reset(client, refs, reset_options(spec), observer=observe, progress=progress)
+
+
+async def _failed(
+    ctx: OperatorContext,
+    run: _Run,
+    error: IdmSyncError,
+    retry: int,
+    secrets: tuple[str, ...],
+    started: float,
+    post_event: EventPoster,
+) -> Outcome:
+    message = redact(error.message, secrets)
+    settings = ctx.settings
+    if error.retryable and retry < settings.retry_limit:
+        delay = min(settings.retry_backoff_max, settings.retry_backoff * 2**retry)
+        await run.save(
+            conditions=run.conditions(
+                ("Ready", False, error.reason, message),
+                ("Reconciling", True, error.reason, f"retry {retry + 1} in {delay:g}s"),
+            )
+        )
+        post_event("Warning", error.reason, f"{message} (retry {retry + 1} in {delay:g}s)")
+        return Outcome(retry_in=delay, message=message)
+    await run.save(
+        phase="Failed",
+        completion_time=now(),
+        conditions=run.conditions(
+            ("Ready", False, error.reason, message),
+            ("Reconciling", False, error.reason, ""),
+            ("Stalled", True, error.reason, message),
+        ),
+    )
+    post_event("Warning", error.reason, message)
+    metrics.RESETS.labels(result="Failed", reason=error.reason).inc()
+    metrics.RESET_DURATION.observe(time.monotonic() - started)
+    return Outcome(message=message)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "spec"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid spec: " + "; ".join(parts)

@@ -1,0 +1,157 @@
+"""Turn a SyncTokenReset into what the engine needs: a server, credentials, TLS, stages.
+
+Everything is read from the resource's own namespace, on demand.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from idmsync.auth import AdminCredentials, BearerToken, Credentials, Secret
+from idmsync.controller.kube import Kube
+from idmsync.controller.models import Auth, SyncTokenResetSpec
+from idmsync.controller.settings import OperatorSettings
+from idmsync.engine import Action, Flavour, ResetOptions, TlsOptions
+from idmsync.engine.naming import normalise_server_url
+from idmsync.errors import InvalidSpec, SecretKeyMissing, ServiceNotFound
+
+__all__ = ["ResolvedTarget", "SecretReader", "reset_options", "resolve_target"]
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    server_url: str
+    context_path: str
+    flavour: Flavour
+    credentials: Credentials
+    tls: TlsOptions
+    in_cluster: bool
+    summary: str  # for the printer column and messages: never holds a secret
+
+
+class SecretReader:
+    """Reads keys of Secrets in one namespace; remembers each Secret for one resolve only."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self._read: dict[str, dict[str, str]] = {}
+
+    async def key(self, name: str, key: str) -> str:
+        if name not in self._read:
+            self._read[name] = await self.kube.read_secret(self.namespace, name)
+        data = self._read[name]
+        if key not in data:
+            raise SecretKeyMissing(f"Secret {self.namespace}/{name} has no key {key!r}")
+        try:
+            return base64.b64decode(data[key], validate=True).decode("utf-8").strip("\r\n")
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidSpec(
+                f"Secret {self.namespace}/{name} key {key!r} is not UTF-8 text"
+            ) from None
+
+    async def optional_key(self, name: str, key: str) -> str | None:
+        try:
+            return await self.key(name, key)
+        except SecretKeyMissing:
+            return None
+
+
+async def resolve_target(
+    spec: SyncTokenResetSpec, namespace: str, kube: Kube, settings: OperatorSettings
+) -> ResolvedTarget:
+    secrets = SecretReader(kube, namespace)
+    target = spec.target
+    flavour = Flavour.parse(spec.api)
+    in_cluster = False
+    if target.service is not None:
+        server_url, summary, in_cluster = await _service_url(spec, namespace, kube, settings)
+    elif target.url is not None:
+        server_url = normalise_server_url(target.url)
+        summary = server_url
+    else:
+        assert target.tenant_secret_ref is not None
+        tenant = target.tenant_secret_ref.name
+        server_url = normalise_server_url(await secrets.key(tenant, "tenantUrl"))
+        summary = f"tenant {server_url}"
+        if spec.api == "Auto":
+            flavour = Flavour.IDENTITY_CLOUD
+    settings.policy.check(server_url, in_cluster_service=in_cluster)
+    credentials = await _credentials(spec, secrets, server_url, settings)
+    return ResolvedTarget(
+        server_url=server_url,
+        context_path=target.context_path,
+        flavour=flavour,
+        credentials=credentials,
+        tls=await _tls(spec, secrets),
+        in_cluster=in_cluster,
+        summary=summary,
+    )
+
+
+async def _service_url(
+    spec: SyncTokenResetSpec, namespace: str, kube: Kube, settings: OperatorSettings
+) -> tuple[str, str, bool]:
+    assert spec.target.service is not None
+    ref = spec.target.service
+    service = await kube.read_service(namespace, ref.name)
+    port = ref.port
+    if isinstance(port, str):
+        named = [p.port for p in (service.spec.ports or []) if p.name == port]
+        if not named:
+            raise ServiceNotFound(f"Service {namespace}/{ref.name} has no port named {port!r}")
+        port = named[0]
+    summary = f"service/{ref.name}:{port}"
+    if service.spec.type == "ExternalName":
+        # it points outside the cluster: a URL target in all but name, allow-list applies
+        host = service.spec.external_name
+        return normalise_server_url(f"{ref.scheme}://{host}:{port}"), summary, False
+    url = settings.service_url(scheme=ref.scheme, name=ref.name, namespace=namespace, port=port)
+    return url, summary, True
+
+
+async def _credentials(
+    spec: SyncTokenResetSpec, secrets: SecretReader, server_url: str, settings: OperatorSettings
+) -> Credentials:
+    auth = spec.auth
+    if auth is None:
+        raise InvalidSpec(
+            "Identity Cloud service-account credentials from target.tenantSecretRef are not "
+            "supported by this build yet; set spec.auth.bearerTokenSecretRef"
+        )
+    return await _explicit_credentials(auth, secrets)
+
+
+async def _explicit_credentials(auth: Auth, secrets: SecretReader) -> Credentials:
+    if auth.admin_secret_ref is not None:
+        ref = auth.admin_secret_ref
+        return AdminCredentials(
+            await secrets.key(ref.name, ref.username_key),
+            Secret(await secrets.key(ref.name, ref.password_key)),
+        )
+    if auth.bearer_token_secret_ref is not None:
+        ref_token = auth.bearer_token_secret_ref
+        return BearerToken(Secret(await secrets.key(ref_token.name, ref_token.key)))
+    raise InvalidSpec(
+        "clientCredentials and serviceAccount auth are not supported by this build yet"
+    )
+
+
+async def _tls(spec: SyncTokenResetSpec, secrets: SecretReader) -> TlsOptions:
+    ca_ref = spec.tls.ca_secret_ref
+    ca_pem = await secrets.key(ca_ref.name, ca_ref.key) if ca_ref is not None else None
+    return TlsOptions(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify)
+
+
+def reset_options(spec: SyncTokenResetSpec) -> ResetOptions:
+    return ResetOptions(
+        action=Action(spec.action),
+        token=spec.token.value if spec.token is not None else None,
+        trigger=spec.live_sync.trigger,
+        verify=spec.live_sync.verify,
+        verify_timeout=float(spec.live_sync.timeout_seconds),
+        pause_schedules=spec.pause_schedules,
+        dry_run=spec.dry_run,
+    )

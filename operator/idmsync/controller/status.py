@@ -1,0 +1,92 @@
+"""Status of a SyncTokenReset: one condition helper, one mapping to and from progress.
+
+Conditions are kstatus-compatible: ``Ready`` (True when the reset succeeded),
+``Reconciling`` (True while it runs or retries), ``Stalled`` (True when it
+failed for good); each carries a machine-readable reason.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from idmsync.controller.models import Condition, StageLiveSync, StageStatus, SyncTokenResetStatus
+from idmsync.engine import StageProgress, StageResult, Step
+
+__all__ = [
+    "now",
+    "progress_from_status",
+    "set_condition",
+    "stage_status",
+    "stage_summary",
+    "status_dict",
+]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> list[Condition]:
+    """Replace condition ``type_``, keeping lastTransitionTime when its status is unchanged."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.type == type_), None)
+    since = previous.last_transition_time if previous and previous.status == value else now()
+    updated = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message[:1024],
+        observed_generation=generation,
+        last_transition_time=since,
+    )
+    return [c for c in conditions if c.type != type_] + [updated]
+
+
+def stage_status(progress: StageProgress) -> StageStatus:
+    return StageStatus(
+        id=progress.id,
+        source=progress.source,
+        step=str(progress.step),
+        previous_rev=progress.previous_rev,
+        previous_token=progress.previous_token,
+        result=str(progress.result) if progress.result is not None else None,
+        live_sync=StageLiveSync(triggered=progress.triggered, new_token=progress.new_token),
+        message=progress.message,
+    )
+
+
+def progress_from_status(status: SyncTokenResetStatus) -> dict[str, StageProgress]:
+    """What the last run got done, for resume."""
+    return {
+        stage.id: StageProgress(
+            id=stage.id,
+            source=stage.source,
+            step=Step(stage.step),
+            previous_rev=stage.previous_rev,
+            previous_token=stage.previous_token,
+            result=StageResult(stage.result) if stage.result else None,
+            triggered=stage.live_sync.triggered,
+            new_token=stage.live_sync.new_token,
+            message=stage.message,
+        )
+        for stage in status.stages
+    }
+
+
+def stage_summary(ids: list[str]) -> str:
+    if len(ids) <= 2:
+        return ",".join(ids)
+    return f"{ids[0]} +{len(ids) - 1}"
+
+
+def status_dict(status: SyncTokenResetStatus) -> dict[str, Any]:
+    """The status as the API stores it: camelCase, explicit nulls so a merge patch clears."""
+    return status.model_dump(by_alias=True, mode="json")
