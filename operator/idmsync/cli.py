@@ -16,7 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn, TextIO
 
-from idmsync.auth import AdminCredentials, BearerToken, Credentials, Secret
+from idmsync.auth import (
+    AdminCredentials,
+    BearerToken,
+    ClientCredentialsFlow,
+    Credentials,
+    Secret,
+    ServiceAccountFlow,
+)
+from idmsync.auth.oauth import DEFAULT_SCOPE
 from idmsync.engine import (
     Action,
     AllowPattern,
@@ -69,22 +77,109 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def credentials_from_env(env: Mapping[str, str]) -> Credentials:
-    """Pick the one credential set present in the environment."""
-    has_admin = "IDM_USERNAME" in env or "IDM_PASSWORD" in env
-    has_bearer = "IDM_BEARER_TOKEN" in env
-    if has_admin and has_bearer:
-        raise InvalidSpec("set either IDM_USERNAME/IDM_PASSWORD or IDM_BEARER_TOKEN, not both")
-    if has_bearer:
+def credentials_from_env(
+    env: Mapping[str, str],
+    *,
+    server_url: str | None = None,
+    allow_insecure_http: bool | None = None,
+) -> Credentials:
+    """Pick the one credential set present in the environment.
+
+    ``server_url`` (the ``--url`` server) is the default Identity Cloud tenant of a
+    service account; ``allow_insecure_http`` lets a token endpoint be plain http on a
+    host that is not loopback. When not given they are read from this command's argv.
+    """
+    sets = {
+        "IDM_USERNAME/IDM_PASSWORD": ("IDM_USERNAME", "IDM_PASSWORD"),
+        "IDM_BEARER_TOKEN": ("IDM_BEARER_TOKEN",),
+        "IDM_CLIENT_ID/IDM_CLIENT_SECRET/IDM_TOKEN_URL": (
+            "IDM_CLIENT_ID",
+            "IDM_CLIENT_SECRET",
+            "IDM_TOKEN_URL",
+        ),
+        "IDM_SERVICE_ACCOUNT_ID/IDM_SERVICE_ACCOUNT_JWK_FILE": (
+            "IDM_SERVICE_ACCOUNT_ID",
+            "IDM_SERVICE_ACCOUNT_JWK_FILE",
+        ),
+    }
+    present = [name for name, names in sets.items() if any(n in env for n in names)]
+    if len(present) > 1:
+        raise InvalidSpec(
+            f"set exactly one credential set, not {' and '.join(present)} "
+            "(credentials are read from the environment, never from the command line)"
+        )
+    if not present:
+        raise InvalidSpec(
+            "no credentials: set IDM_USERNAME and IDM_PASSWORD, or IDM_BEARER_TOKEN, or "
+            "IDM_CLIENT_ID, IDM_CLIENT_SECRET and IDM_TOKEN_URL (OAuth client credentials), "
+            "or IDM_SERVICE_ACCOUNT_ID and IDM_SERVICE_ACCOUNT_JWK_FILE (Identity Cloud "
+            "service account); credentials are read from the environment, never from the "
+            "command line"
+        )
+    (chosen,) = present
+    optional = {
+        "IDM_SCOPE": ("IDM_CLIENT_ID", "IDM_SERVICE_ACCOUNT_ID"),
+        "IDM_CLIENT_AUTH": ("IDM_CLIENT_ID",),
+        "IDM_TENANT_URL": ("IDM_SERVICE_ACCOUNT_ID",),
+    }
+    for variable, owners in optional.items():
+        if variable in env and not any(owner in sets[chosen] for owner in owners):
+            raise InvalidSpec(f"{variable} does not apply to {chosen}")
+    if chosen == "IDM_BEARER_TOKEN":
         return BearerToken(Secret(env["IDM_BEARER_TOKEN"]))
-    if has_admin:
-        if not env.get("IDM_USERNAME") or "IDM_PASSWORD" not in env:
-            raise InvalidSpec("IDM_USERNAME and IDM_PASSWORD go together")
+    names = sets[chosen]
+    # a password may be empty; every other member of a set must have a value
+    if any(not env.get(n) and not (n == "IDM_PASSWORD" and n in env) for n in names):
+        raise InvalidSpec(f"{', '.join(names[:-1])} and {names[-1]} go together")
+    if chosen == "IDM_USERNAME/IDM_PASSWORD":
         return AdminCredentials(env["IDM_USERNAME"], Secret(env["IDM_PASSWORD"]))
-    raise InvalidSpec(
-        "no credentials: set IDM_USERNAME and IDM_PASSWORD, or IDM_BEARER_TOKEN "
-        "(credentials are read from the environment, never from the command line)"
+
+    if server_url is None or allow_insecure_http is None:
+        # main() does not pass them: read them from the command line being run
+        try:
+            known, _ = _parser().parse_known_args(sys.argv[1:])
+        except SystemExit:
+            known = argparse.Namespace()
+        server_url = server_url if server_url is not None else getattr(known, "url", None)
+        if allow_insecure_http is None:
+            allow_insecure_http = bool(getattr(known, "allow_insecure_http", False))
+    token_policy = TargetPolicy(
+        allowed=(
+            AllowPattern(host="*", scheme="https"),
+            *((AllowPattern(host="*", scheme="http"),) if allow_insecure_http else ()),
+        ),
+        allow_list_name="the servers this command may reach",
+        http_hint="pass --allow-insecure-http",
     )
+    scope = env.get("IDM_SCOPE", DEFAULT_SCOPE)
+    flow: ClientCredentialsFlow | ServiceAccountFlow
+    if chosen.startswith("IDM_CLIENT_ID"):
+        method = env.get("IDM_CLIENT_AUTH", "form")
+        if method not in ("form", "basic"):
+            raise InvalidSpec(f"IDM_CLIENT_AUTH={method}: use form or basic")
+        flow = ClientCredentialsFlow(
+            env["IDM_TOKEN_URL"],
+            env["IDM_CLIENT_ID"],
+            Secret(env["IDM_CLIENT_SECRET"]),
+            scope=scope,
+            auth_method="basic" if method == "basic" else "form",
+        )
+    else:
+        tenant = env.get("IDM_TENANT_URL") or server_url
+        if not tenant:
+            raise InvalidSpec("set IDM_TENANT_URL (the Identity Cloud tenant, https://<tenant>)")
+        path = env["IDM_SERVICE_ACCOUNT_JWK_FILE"]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                jwk_text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise InvalidSpec(f"IDM_SERVICE_ACCOUNT_JWK_FILE {path}: {reason}") from None
+        flow = ServiceAccountFlow(
+            tenant.rstrip("/"), env["IDM_SERVICE_ACCOUNT_ID"], Secret(jwk_text), scope=scope
+        )
+    token_policy.check(flow.token_url)
+    return flow
 
 
 def parse_token(text: str) -> Any:
