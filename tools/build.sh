@@ -29,13 +29,27 @@ progress() {
     END { if (n) printf "  %s [%d/%s] %s (compiled; linking done)\n", name, n, total, last }'
 }
 
+# Sample the summed RSS of this script's process tree every second; keep the peak (KiB) in $1.
+# GNU time only reports the largest single process; with -p 2 several run at once.
+sample_tree_rss() {
+  local out="$1" root="$$" peak=0 now
+  while :; do
+    now=$(ps -e -o pid=,ppid=,rss= | awk -v root="$root" '
+      { parent[$1] = $2; rss[$1] = $3 }
+      END { for (p in parent) { q = p; while ((q in parent) && q != root && q > 1) q = parent[q]; if (q == root) sum += rss[p] } print sum + 0 }')
+    if (( now > peak )); then peak=$now; echo "$peak" > "$out"; fi
+    sleep 1
+  done
+}
+
 summary() {
   local name="$1" report="$2"
   [[ -f "$report" ]] || return 0
-  local wall rss
+  local wall rss tree
   wall=$(sed -n 's/.*Elapsed (wall clock) time.*: //p' "$report")
   rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$report")
-  echo "  $name: build wall time $wall, peak RSS of one process $((rss / 1024)) MiB"
+  tree=$(sed -n 's/^Peak summed RSS of the build process tree (kbytes): //p' "$report")
+  echo "  $name: build wall time $wall, peak RSS of one process $((${rss:-0} / 1024)) MiB, of all build processes together $((${tree:-0} / 1024)) MiB"
 }
 
 # build_go NAME VERSION DIR BINARY -- go build/install arguments...
@@ -52,11 +66,17 @@ build_go() {
   echo "$name $version: building into $out (go build -p $jobs; cold builds of kube-apiserver take 10-25 min)"
   local total='?'
   if [[ "${@: -1}" != *@* ]]; then total=$(cd "$here" && go list -deps "${@: -1}" | wc -l); fi
-  local status
+  local status sampler
+  sample_tree_rss "$tmp/tree-rss" &
+  sampler=$!
   set +e
   (cd "$here" && timer "$tmp/build-time.txt" "$@" 2>&1) | progress "$name" "$total"
   status=${PIPESTATUS[0]}
   set -e
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  if [[ -f "$tmp/tree-rss" && -f "$tmp/build-time.txt" ]]; then
+    echo "Peak summed RSS of the build process tree (kbytes): $(cat "$tmp/tree-rss")" >> "$tmp/build-time.txt"
+  fi
   if [[ $status -ne 0 || ! -x "$tmp/$binary" ]]; then
     echo "$name $version: build FAILED (exit $status)" >&2
     [[ -f "$tmp/build-time.txt" ]] && cat "$tmp/build-time.txt" >&2
