@@ -90,5 +90,6 @@ async def run_reset(
         kopf.event(body, type=type_, reason=reason, message=message)
 
     outcome = await reconcile(context, namespace, name, retry, post)
+    log.info("%s/%s: %s", namespace, name, outcome.message)
     if outcome.retry_in is not None:
         raise kopf.TemporaryError(outcome.message, delay=outcome.retry_in)

@@ -1,0 +1,182 @@
+"""Operator restarts and SIGKILLs at step boundaries never repeat a destructive call.
+
+Each test runs its own operator process on its own namespace, so it can kill it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.operator_process import OperatorProcess
+from tests.integration.conftest import (
+    admin_secret,
+    get_reset,
+    reset_manifest,
+    secret_manifest,
+    service_manifest,
+    wait_for,
+    wait_phase,
+)
+from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE
+from tests.stub.idm_stub import IdmStub
+
+pytestmark = pytest.mark.controlplane
+
+STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
+SPEC = {
+    "target": {"service": {"name": "idm", "port": "http"}},
+    "auth": {"adminSecretRef": {"name": "idm-admin"}},
+    "api": "IDM7",
+    "stages": {"sources": [LDAP_SOURCE]},
+}
+
+
+class Own:
+    """A namespace with the stub behind Service idm, and an operator that only watches it."""
+
+    def __init__(self, control_plane: ControlPlane, stub: IdmStub, log: Path) -> None:
+        self.kubectl = control_plane.kubectl
+        self.namespace = f"own-{secrets.token_hex(4)}"
+        self.kubectl("create", "namespace", self.namespace)
+        self.kubectl.apply(service_manifest("idm", self.namespace, stub.port))
+        self.kubectl.apply(admin_secret(self.namespace))
+        self.control_plane = control_plane
+        self.log = log
+        self.processes: list[OperatorProcess] = []
+
+    def start_operator(self) -> OperatorProcess:
+        process = OperatorProcess(
+            self.control_plane.kubeconfig, self.log, namespaces=self.namespace
+        ).start()
+        self.processes.append(process)
+        return process
+
+    def get(self, name: str) -> dict[str, object]:
+        return get_reset(self.kubectl, self.namespace, name)
+
+    def step(self, name: str) -> str | None:
+        stages = self.get(name).get("status", {}).get("stages") or []  # type: ignore[attr-defined]
+        return stages[0]["step"] if stages else None
+
+
+@pytest.fixture
+def own(control_plane: ControlPlane, crd: None, stub: IdmStub, tmp_path: Path) -> Iterator[Own]:
+    harness = Own(control_plane, stub, tmp_path / "operator.log")
+    yield harness
+    for process in harness.processes:
+        process.stop()
+    assert ADMIN_PASSWORD not in harness.log.read_text(errors="replace")
+
+
+def livesync_now(stub: IdmStub) -> None:
+    """What IDM's scheduler would do while the operator is down."""
+    httpx.post(
+        f"{stub.url}/openidm/{LDAP_SOURCE}?_action=liveSync",
+        headers={"X-OpenIDM-Username": ADMIN_USER, "X-OpenIDM-Password": ADMIN_PASSWORD},
+    ).raise_for_status()
+
+
+def test_an_operator_restart_leaves_completed_resets_alone(own: Own, stub: IdmStub) -> None:
+    first = own.start_operator()
+    own.kubectl.apply(reset_manifest("done", own.namespace, SPEC))
+    wait_phase(own.kubectl, own.namespace, "done", ("Succeeded",))
+    before = own.get("done")["status"]
+    first.stop()
+    count = len(stub.requests)
+
+    own.start_operator()
+    wait_for(lambda: own.log.read_text().count("idmsync operator started") == 2, 30)
+    # give the new operator its resume pass: it reads the resource, then must do nothing
+    wait_for(lambda: "already Succeeded" in own.log.read_text(), 30, "the resume pass")
+    assert len(stub.requests) == count
+    assert own.get("done")["status"] == before
+
+
+def test_sigkill_after_the_delete_and_before_it_was_recorded_does_not_delete_again(
+    own: Own, stub: IdmStub
+) -> None:
+    # the DELETE is carried out, then its answer held back: the operator dies in between
+    stub.delay_after_next(1, 30.0, method="DELETE")
+    operator = own.start_operator()
+    own.kubectl.apply(reset_manifest("killed", own.namespace, SPEC))
+    wait_for(lambda: stub.requests_to(STAGE_PATH, "DELETE"), 30, "the DELETE")
+    assert own.step("killed") == "Recorded", "the intent was persisted before the delete"
+    operator.kill()
+    livesync_now(stub)  # the schedule recreates the stage (rev starts over) at token 105
+
+    own.start_operator()
+    body = wait_phase(own.kubectl, own.namespace, "killed", ("Succeeded", "Failed"))
+    assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1, "the recreated stage was spared"
+    (stage,) = body["status"]["stages"]  # type: ignore[index]
+    assert (stage["previousRev"], stage["previousToken"], stage["result"]) == ("0", 100, "Deleted")
+
+
+def test_sigkill_during_livesync_resumes_at_the_trigger(own: Own, stub: IdmStub) -> None:
+    stub.delay_next(1, 30.0, method="POST", path=LDAP_SOURCE)
+    operator = own.start_operator()
+    own.kubectl.apply(reset_manifest("mid", own.namespace, SPEC))
+    wait_for(lambda: stub.requests_to(LDAP_SOURCE, "POST"), 30, "the liveSync trigger")
+    assert own.step("mid") == "Changed"
+    operator.kill()
+
+    own.start_operator()
+    body = wait_phase(own.kubectl, own.namespace, "mid", ("Succeeded", "Failed"))
+    assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+    assert len(stub.requests_to(LDAP_SOURCE, "POST")) == 2
+
+
+def test_recorded_intent_with_the_stage_untouched_deletes_exactly_once(
+    own: Own, stub: IdmStub
+) -> None:
+    """The instant between persisting the intent and sending the DELETE, replayed exactly."""
+    own.kubectl.apply(reset_manifest("intent", own.namespace, SPEC))
+    own.kubectl(
+        "patch",
+        "synctokenreset/intent",
+        "-n",
+        own.namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "rerun": "",'
+        ' "attempts": 1, "stages": [{"id": "SYSTEMLDAPACCOUNT", "source": "system/ldap/account",'
+        ' "step": "Recorded", "previousRev": "0", "previousToken": 100}]}}',
+    )
+    own.start_operator()
+    body = wait_phase(own.kubectl, own.namespace, "intent", ("Succeeded", "Failed"))
+    assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    deletes = stub.requests_to(STAGE_PATH, "DELETE")
+    assert [d.header("If-Match") for d in deletes] == ["0"]
+    assert body["status"]["startTime"] == "2026-01-01T00:00:00Z", "resumed, not restarted"  # type: ignore[index]
+
+
+def test_two_resets_of_the_same_stage_never_overlap(own: Own, stub: IdmStub) -> None:
+    tokens = {"a": "token-a-never-print-me", "b": "token-b-never-print-me"}
+    stub.bearer_tokens.update(tokens.values())
+    for who, token in tokens.items():
+        own.kubectl.apply(secret_manifest(f"token-{who}", own.namespace, {"token": token}))
+    stub.delay_next(2, 1.0, method="POST", path=LDAP_SOURCE)
+    own.start_operator()
+    for who in tokens:
+        spec = {**SPEC, "auth": {"bearerTokenSecretRef": {"name": f"token-{who}"}}}
+        own.kubectl.apply(reset_manifest(f"reset-{who}", own.namespace, spec))
+    for who in tokens:
+        body = wait_phase(own.kubectl, own.namespace, f"reset-{who}", ("Succeeded", "Failed"))
+        assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    order = [
+        next(w for w, t in tokens.items() if r.header("Authorization") == f"Bearer {t}")
+        for r in stub.requests
+        if "pooledSyncStage" in r.path or LDAP_SOURCE in r.path
+    ]
+    first = order[0]
+    switch = order.index("b" if first == "a" else "a")
+    assert set(order[switch:]) == {order[switch]}, f"interleaved: {order}"
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 2
