@@ -63,7 +63,7 @@ class BinariesMissingError(ControlPlaneError):
 
 
 class KubectlError(subprocess.CalledProcessError):
-    """kubectl exited non-zero; unlike CalledProcessError, str() includes its stderr."""
+    """kubectl (or helm) exited non-zero; unlike CalledProcessError, str() includes stderr."""
 
     def __str__(self) -> str:
         return f"{super().__str__()}\nstderr: {(self.stderr or '').strip()}"
@@ -560,6 +560,30 @@ class ControlPlane:
         """kubectl as admin."""
         assert self.binaries.kubectl is not None
         return Kubectl(self.kubeconfig, self.binaries.kubectl)
+
+    def helm(
+        self, *args: str, kubeconfig: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned helm against this control plane (admin unless `kubeconfig`).
+
+        helm's cache/config/data homes live in the work directory, not in ~.
+        """
+        if not os.access(self.binaries.helm, os.X_OK):
+            raise BinariesMissingError(f"helm not built: {self.binaries.helm}. Run `make tools`.")
+        home = self.workdir / "helm"
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        argv = [str(self.binaries.helm), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        completed = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        if check and completed.returncode != 0:
+            raise KubectlError(completed.returncode, argv, completed.stdout, completed.stderr)
+        return completed
 
     def version(self) -> dict[str, str]:
         """kube-apiserver's /version document (gitVersion, gitMajor, gitMinor, ...)."""

@@ -210,3 +210,26 @@ def test_servers_report_the_pinned_versions(control_plane: ControlPlane, kubectl
     assert via_kubectl["major"] == "1"
     assert via_kubectl["minor"] == pinned["KUBE_VERSION"].split(".")[1]
     assert control_plane.etcd_version()["etcdserver"] == pinned["ETCD_VERSION"].removeprefix("v")
+
+
+def test_pinned_helm_installs_a_chart(
+    control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-probe\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"
+    )
+
+    control_plane.helm(
+        "install", "rel", str(chart), "-n", namespace, "--set", "greeting=hello", "--wait"
+    )
+
+    configmap = kubectl.get_json("configmap", "rel-probe", "-n", namespace)
+    assert configmap["data"] == {"greeting": "hello"}
+    releases = json.loads(control_plane.helm("list", "-n", namespace, "-o", "json").stdout)
+    assert [(r["name"], r["status"]) for r in releases] == [("rel", "deployed")]
+    version = control_plane.helm("version", "--short").stdout
+    assert version.startswith(pinned_versions()["HELM_VERSION"])

@@ -18,10 +18,20 @@ from tests.harness.controlplane import REPO_ROOT, Binaries
 pytestmark = pytest.mark.controlplane
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _binaries_built() -> None:
     # These tests start their own control planes in child processes; fail like the fixture does.
     Binaries.locate().require_servers()
+
+
+def _run_pytest(test_file: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A separate pytest session with only the control-plane plugin, from the repo root."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.harness.k8s_fixtures",
+         "-p", "no:cacheprovider", "--rootdir", str(test_file.parent), str(test_file)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+    )  # fmt: skip
 
 
 def _processes_mentioning(path: Path) -> list[int]:
@@ -66,6 +76,7 @@ def _wait_gone(workdir: Path, timeout: float = 15.0) -> list[int]:
     return _processes_mentioning(workdir)
 
 
+@pytest.mark.usefixtures("_binaries_built")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_harness_stops_servers_and_removes_its_directory(signum: int) -> None:
     process, workdir = _start_harness_process()
@@ -79,6 +90,7 @@ def test_interrupted_harness_stops_servers_and_removes_its_directory(signum: int
     assert not workdir.exists()
 
 
+@pytest.mark.usefixtures("_binaries_built")
 def test_killed_harness_takes_its_servers_along() -> None:
     process, workdir = _start_harness_process()
 
@@ -91,6 +103,7 @@ def test_killed_harness_takes_its_servers_along() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.mark.usefixtures("_binaries_built")
 def test_failing_test_session_cleans_up(tmp_path: Path) -> None:
     record = tmp_path / "workdir.txt"
     test_file = tmp_path / "test_fails.py"
@@ -104,15 +117,22 @@ def test_failing_test_session_cleans_up(tmp_path: Path) -> None:
         )
     )
 
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "tests.harness.k8s_fixtures",
-         "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(test_file)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
+    result = _run_pytest(test_file)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "deliberate" in result.stdout
     workdir = Path(record.read_text())
     assert _processes_mentioning(workdir) == []
     assert not workdir.exists()
+
+
+def test_missing_binaries_fail_the_test_and_name_make_tools(tmp_path: Path) -> None:
+    test_file = tmp_path / "test_needs_cluster.py"
+    test_file.write_text("def test_needs_cluster(control_plane):\n    pass\n")
+
+    result = _run_pytest(test_file, IDMSYNC_KUBE_APISERVER=str(tmp_path / "no-such-binary"))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "make tools" in result.stdout
+    assert "1 error" in result.stdout
+    assert "skipped" not in result.stdout
