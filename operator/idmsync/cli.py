@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import os
@@ -137,7 +139,8 @@ def credentials_from_env(
     if server_url is None or allow_insecure_http is None:
         # main() does not pass them: read them from the command line being run
         try:
-            known, _ = _parser().parse_known_args(sys.argv[1:])
+            with contextlib.redirect_stderr(io.StringIO()):  # not our command line: say nothing
+                known, _ = _parser().parse_known_args(sys.argv[1:])
         except SystemExit:
             known = argparse.Namespace()
         server_url = server_url if server_url is not None else getattr(known, "url", None)

@@ -135,7 +135,6 @@ class _TokenFlow(Credentials):
         self._clock = clock
         self._token: _Token | None = None
         self._serial = 0
-        self._dropped: set[int] = set()
         self._inflight: asyncio.Task[_Token] | None = None
         #: how many times this instance asked the token endpoint (observability, tests)
         self.token_requests = 0
@@ -156,12 +155,12 @@ class _TokenFlow(Credentials):
         if current is not None and current.serial == serial:
             # IDM refused the token we still hold: drop it, once
             self._token = None
-            self._dropped.add(serial)
             log.info("IDM refused the access token from %s; requesting a new one", self.token_url)
             return True
-        # the refused token was already replaced (expired, or a concurrent caller saw the
-        # same 401 and dropped it): retry with the newer one, without another drop
-        return serial < self._serial or serial in self._dropped
+        # the refused token was already replaced (it expired, or a concurrent caller saw the
+        # same 401 and dropped it): retry with the newer one, without another drop. The
+        # engine retries a request once, so a rejected token costs at most one new token.
+        return True
 
     def secret_values(self) -> tuple[str, ...]:
         values = list(self._static_secrets())
