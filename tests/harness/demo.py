@@ -43,12 +43,8 @@ def idm_server(kind: str) -> Iterator[tuple[str, str, str, str]]:
         from tests.harness import openidm
 
         if openidm.cached_openidm() is not None:
-            real = openidm.RealIDM()
-            real.start()
-            try:
+            with openidm.running() as real:
                 yield real.idm_url, real.admin_user, real.admin_password, real.ldap_source
-            finally:
-                real.stop()
             return
         if kind == "real":
             raise SystemExit(openidm.openidm_missing_message())

@@ -1,0 +1,181 @@
+"""What idmsync relies on in IDM's REST API, checked against the stub AND real OpenIDM.
+
+Where the two disagree, the stub is wrong. Findings: docs/notes/openidm-rest-facts.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from idmsync.auth import AdminCredentials, Secret
+from idmsync.engine import (
+    Flavour,
+    IdmClient,
+    ResetOptions,
+    RetryPolicy,
+    StageRef,
+    StageResult,
+    make_http_client,
+    run_reset,
+)
+from idmsync.errors import NotFound, RevisionConflict, Unauthorized
+from tests.contract.conftest import ContractServer
+
+STAGES = "openidm/repo/synchronisation/pooledSyncStage"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with make_http_client(timeout=60) as client:
+        yield client
+
+
+def client(
+    server: ContractServer, http: httpx.AsyncClient, flavour: Flavour = Flavour.AUTO, **kw: str
+) -> IdmClient:
+    credentials = AdminCredentials(server.username, Secret(kw.get("password", server.password)))
+    return IdmClient(server.url, credentials, http, flavour=flavour, retry=RetryPolicy(attempts=2))
+
+
+async def fresh_stage(server: ContractServer, http: httpx.AsyncClient) -> IdmClient:
+    """Start every test from 'the stage exists at the latest token' (after a liveSync)."""
+    idm = client(server, http)
+    stage = await idm.read_stage(server.stage_id)
+    if stage is not None:
+        await idm.delete_stage(server.stage_id, stage.rev)
+    await idm.trigger_livesync(server.source)
+    return idm
+
+
+async def test_info_version_names_the_product_version(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    info = await client(idm_server, http).server_info()
+    assert info.version
+    assert info.version[0].isdigit()
+    assert info.flavour in (Flavour.IDM7, Flavour.LEGACY)
+
+
+async def test_livesync_on_a_missing_stage_creates_it_at_the_latest_token(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = await fresh_stage(idm_server, http)
+    stage = await idm.read_stage(idm_server.stage_id)
+    assert stage is not None
+    assert isinstance(stage.rev, str)
+    assert stage.rev
+    assert int(stage.sync_token) == idm_server.latest_token()
+
+
+@pytest.mark.parametrize("flavour", [Flavour.IDM7, Flavour.LEGACY])
+async def test_both_list_queries_list_the_stage(
+    idm_server: ContractServer, http: httpx.AsyncClient, flavour: Flavour
+) -> None:
+    await fresh_stage(idm_server, http)
+    ids = await client(idm_server, http, flavour).list_stage_ids()
+    assert idm_server.stage_id in ids
+
+
+async def test_a_stale_rev_is_refused_with_412_and_the_stage_is_kept(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = await fresh_stage(idm_server, http)
+    stage = await idm.read_stage(idm_server.stage_id)
+    assert stage is not None
+    idm_server.make_changes(1)
+    await idm.trigger_livesync(idm_server.source)  # liveSync writes the stage: a new rev
+    with pytest.raises(RevisionConflict) as refused:
+        await idm.delete_stage(idm_server.stage_id, stage.rev)
+    assert refused.value.status == 412
+    assert await idm.read_stage(idm_server.stage_id) is not None
+
+
+async def test_delete_without_if_match_is_a_409(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    await fresh_stage(idm_server, http)
+    response = await http.delete(
+        f"{idm_server.url}/{STAGES}/{idm_server.stage_id}", headers=idm_server.admin_headers
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == 409
+
+
+async def test_a_quoted_etag_in_if_match_is_accepted(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = await fresh_stage(idm_server, http)
+    stage = await idm.read_stage(idm_server.stage_id)
+    assert stage is not None
+    response = await http.delete(
+        f"{idm_server.url}/{STAGES}/{idm_server.stage_id}",
+        headers={**idm_server.admin_headers, "If-Match": f'"{stage.rev}"'},
+    )
+    assert response.status_code == 200
+    assert response.json()["_id"] == idm_server.stage_id
+    assert await idm.read_stage(idm_server.stage_id) is None
+
+
+async def test_read_and_delete_of_a_missing_stage_are_404(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = await fresh_stage(idm_server, http)
+    stage = await idm.read_stage(idm_server.stage_id)
+    assert stage is not None
+    await idm.delete_stage(idm_server.stage_id, stage.rev)
+    assert await idm.read_stage(idm_server.stage_id) is None
+    with pytest.raises(NotFound):
+        await idm.delete_stage(idm_server.stage_id, stage.rev)
+
+
+async def test_the_kb_procedure_end_to_end(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = await fresh_stage(idm_server, http)
+    before = await idm.read_stage(idm_server.stage_id)
+    assert before is not None
+    idm_server.make_changes(2)
+    ref = StageRef(idm_server.stage_id, idm_server.source)
+    outcome = await run_reset(idm, [ref], ResetOptions(verify_timeout=60))
+    (stage,) = outcome.stages
+    assert stage.result is StageResult.DELETED
+    assert (stage.previous_rev, stage.previous_token) == (before.rev, before.sync_token)
+    assert int(stage.new_token) == idm_server.latest_token(), "restarts at the latest change"
+
+
+async def test_set_writes_an_earlier_token_and_livesync_moves_it_to_the_latest(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = await fresh_stage(idm_server, http)
+    stage = await idm.read_stage(idm_server.stage_id)
+    assert stage is not None
+    idm_server.make_changes(3)
+    earlier = int(stage.sync_token)
+    written = await idm.write_stage_token(stage, earlier)
+    assert written.sync_token == earlier
+    assert written.rev != stage.rev
+    await idm.trigger_livesync(idm_server.source)
+    after = await idm.read_stage(idm_server.stage_id)
+    assert after is not None
+    assert int(after.sync_token) == idm_server.latest_token()
+
+
+async def test_a_wrong_password_is_a_401(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    with pytest.raises(Unauthorized) as refused:
+        await client(idm_server, http, Flavour.IDM7, password="not-the-password").read_stage(
+            idm_server.stage_id
+        )
+    assert refused.value.status == 401
+
+
+async def test_the_scheduler_pauses_and_resumes(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = client(idm_server, http)
+    await idm.pause_scheduler()
+    await idm.resume_scheduler()
