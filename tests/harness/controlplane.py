@@ -52,6 +52,7 @@ VERSIONS_FILE = REPO_ROOT / "tools" / "versions.env"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 START_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 10.0
+PORT_ATTEMPTS = 3
 
 
 class ControlPlaneError(RuntimeError):
@@ -408,10 +409,20 @@ class ControlPlane:
         self.binaries.require_servers()
         started = time.monotonic()
         deadline = started + START_TIMEOUT_SECONDS
-        self._workdir = Path(tempfile.mkdtemp(prefix="idmsync-controlplane-"))
         _register_for_cleanup(self)
         try:
-            self._start(deadline)
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                self._workdir = Path(tempfile.mkdtemp(prefix="idmsync-controlplane-"))
+                try:
+                    self._start(deadline)
+                    break
+                except ControlPlaneError as error:
+                    # A free port can be taken between probing and binding (other harnesses
+                    # run on this machine too): start over on fresh ports.
+                    if "address already in use" not in str(error) or attempt == PORT_ATTEMPTS:
+                        raise
+                    self._log(f"port taken, retrying ({attempt}/{PORT_ATTEMPTS})")
+                    self._stop_servers_and_remove_workdir()
         except BaseException:
             self.stop()
             raise
@@ -424,6 +435,10 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd, and remove the work directory. Idempotent."""
+        self._stop_servers_and_remove_workdir()
+        _unregister(self)
+
+    def _stop_servers_and_remove_workdir(self) -> None:
         with self._lock:
             for server in reversed(self._servers):
                 server.stop()
@@ -434,7 +449,6 @@ class ControlPlane:
                 else:
                     shutil.rmtree(self._workdir, ignore_errors=True)
                 self._workdir = None
-            _unregister(self)
 
     def _start(self, deadline: float) -> None:
         workdir = self.workdir
