@@ -345,6 +345,23 @@ async def test_concurrent_401s_on_one_token_share_one_new_token(
     assert endpoint.token_requests == 2, "twenty refusals of one token, one new token"
 
 
+async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_shared_request(
+    stub: IdmStub, endpoint: TokenEndpoint, http: httpx.AsyncClient
+) -> None:
+    flow = client_credentials(endpoint)
+    endpoint.delay = 0.2
+    first = asyncio.create_task(flow.headers(http))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(idm(stub, flow, http).read_stage(LDAP_STAGE))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    stage = await second
+    assert stage is not None
+    assert stage.sync_token == 100
+    assert endpoint.token_requests == 1
+    assert first.cancelled()
+
+
 # --- many resets, one tenant ---------------------------------------------------------
 
 
@@ -751,3 +768,21 @@ def test_a_token_endpoint_in_clear_needs_allow_insecure_http() -> None:
         credentials_from_env(loopback, server_url="https://x", allow_insecure_http=False),
         ClientCredentialsFlow,
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "code", "reason"), [(False, 2, "TargetNotAllowed"), (True, 4, "ServerUnreachable")]
+)
+def test_the_cli_sends_a_client_secret_in_clear_only_with_allow_insecure_http(
+    stub: IdmStub, endpoint: TokenEndpoint, flag: bool, code: int, reason: str
+) -> None:
+    env = {
+        "IDM_CLIENT_ID": CLIENT_ID,
+        "IDM_CLIENT_SECRET": CLIENT_SECRET,
+        "IDM_TOKEN_URL": "http://am.invalid/am/oauth2/realms/root/access_token",
+    }
+    flags = ["--allow-insecure-http", "--retries", "1"] if flag else []
+    result = idmsync(endpoint, "reset", "--url", stub.url, "--source", LDAP_SOURCE, *flags, env=env)
+    assert result.returncode == code
+    assert f"idmsync: error: {reason}: " in result.stderr
+    assert stub.requests == []
