@@ -17,9 +17,23 @@ $(IDMSYNC_CACHE)/uv/bin/uv:
 	python3 -m pip install --quiet --target $(IDMSYNC_CACHE)/uv/lib uv==$(UV_VERSION)
 	mkdir -p $(IDMSYNC_CACHE)/uv/bin && ln -sf $(IDMSYNC_CACHE)/uv/lib/bin/uv $@
 
+# The lock is a hashed requirements file (uv pip compile): pinned, verified, and free of
+# index URLs. `make lock` refreshes it after a change to pyproject.toml.
+VENV_STAMP := $(UV_PROJECT_ENVIRONMENT)/.idmsync-installed
+
 .PHONY: venv
-venv: $(UV) ## create .venv from uv.lock (idempotent)
-	$(UV) sync --locked --quiet
+venv: $(VENV_STAMP) ## create .venv from requirements-dev.lock (idempotent)
+
+$(VENV_STAMP): requirements-dev.lock pyproject.toml | $(UV)
+	test -x $(PY) || $(UV) venv --quiet --python python3.11 $(UV_PROJECT_ENVIRONMENT)
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements-dev.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+.PHONY: lock
+lock: $(UV) ## re-resolve requirements-dev.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --group dev --generate-hashes --universal \
+		--python-version 3.11 --quiet -o requirements-dev.lock
 
 .PHONY: lint
 lint: venv ## ruff, ruff format --check, mypy strict, import-linter

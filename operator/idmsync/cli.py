@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import json
 import logging
 import os
@@ -69,12 +67,14 @@ EXIT_CODES: dict[type[IdmSyncError], int] = {
 
 
 class _RedactingFilter(logging.Filter):
-    def __init__(self, secrets: Sequence[str]) -> None:
+    """Scrubs the credentials' secrets, asked afresh per record: OAuth tokens change."""
+
+    def __init__(self, credentials: Credentials) -> None:
         super().__init__()
-        self.secrets = tuple(secrets)
+        self.credentials = credentials
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self.secrets)
+        record.msg = redact(record.getMessage(), self.credentials.secret_values())
         record.args = None
         return True
 
@@ -83,13 +83,13 @@ def credentials_from_env(
     env: Mapping[str, str],
     *,
     server_url: str | None = None,
-    allow_insecure_http: bool | None = None,
+    allow_insecure_http: bool = False,
 ) -> Credentials:
     """Pick the one credential set present in the environment.
 
     ``server_url`` (the ``--url`` server) is the default Identity Cloud tenant of a
     service account; ``allow_insecure_http`` lets a token endpoint be plain http on a
-    host that is not loopback. When not given they are read from this command's argv.
+    host that is not loopback.
     """
     sets = {
         "IDM_USERNAME/IDM_PASSWORD": ("IDM_USERNAME", "IDM_PASSWORD"),
@@ -136,16 +136,6 @@ def credentials_from_env(
     if chosen == "IDM_USERNAME/IDM_PASSWORD":
         return AdminCredentials(env["IDM_USERNAME"], Secret(env["IDM_PASSWORD"]))
 
-    if server_url is None or allow_insecure_http is None:
-        # main() does not pass them: read them from the command line being run
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):  # not our command line: say nothing
-                known, _ = _parser().parse_known_args(sys.argv[1:])
-        except SystemExit:
-            known = argparse.Namespace()
-        server_url = server_url if server_url is not None else getattr(known, "url", None)
-        if allow_insecure_http is None:
-            allow_insecure_http = bool(getattr(known, "allow_insecure_http", False))
     token_policy = TargetPolicy(
         allowed=(
             AllowPattern(host="*", scheme="https"),
@@ -359,12 +349,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
         run_operator(OperatorSettings.from_args(args))
         return 0
-    secrets: tuple[str, ...] = ()
+    credentials: Credentials | None = None
     handler = logging.StreamHandler(sys.stderr)
     try:
-        credentials = credentials_from_env(environment)
-        secrets = credentials.secret_values()
-        handler.addFilter(_RedactingFilter(secrets))
+        credentials = credentials_from_env(
+            environment, server_url=args.url, allow_insecure_http=args.allow_insecure_http
+        )
+        handler.addFilter(_RedactingFilter(credentials))
         logging.basicConfig(
             level=logging.INFO if args.verbose else logging.WARNING,
             handlers=[handler],
@@ -374,6 +365,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         asyncio.run(_run(args, credentials, sys.stdout))
     except IdmSyncError as exc:
         code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+        secrets = credentials.secret_values() if credentials is not None else ()
         _fail(f"{exc.reason}: {redact(exc.message, secrets)}", code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)

@@ -17,6 +17,7 @@ from idmsync.engine.naming import (
     SOURCE_PATTERN,
     STAGE_ID_PATTERN,
     URL_PATTERN,
+    normalise_server_url,
 )
 
 __all__ = [
@@ -54,10 +55,22 @@ class SecretKeyRef(_Model):
     key: str = Field(pattern=KEY_NAME, max_length=253)
 
 
+PORT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
 class ServiceTarget(_Model):
     name: str = Field(pattern=DNS_NAME, max_length=63)
     port: int | str = 8080
     scheme: Literal["http", "https"] = "http"
+
+    @model_validator(mode="after")
+    def _port(self) -> ServiceTarget:
+        if isinstance(self.port, int):
+            if not 1 <= self.port <= 65535:
+                raise ValueError("service.port must be a number 1-65535 or a port name")
+        elif not (re.fullmatch(PORT_NAME, self.port) and len(self.port) <= 15):
+            raise ValueError("service.port must be a number 1-65535 or a port name")
+        return self
 
 
 class Target(_Model):
@@ -70,6 +83,8 @@ class Target(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Target:
+        if self.url is not None:
+            normalise_server_url(self.url)  # the port range, which the pattern cannot say
         if sum(x is not None for x in (self.service, self.url, self.tenant_secret_ref)) != 1:
             raise ValueError("target: set exactly one of service, url, tenantSecretRef")
         return self
@@ -139,7 +154,7 @@ class Stages(_Model):
     @model_validator(mode="after")
     def _patterns(self) -> Stages:
         for source in self.sources:
-            if not re.fullmatch(SOURCE_PATTERN, source) or any(
+            if len(source) > 258 or not re.fullmatch(SOURCE_PATTERN, source) or any(
                 part in (".", "..") for part in source.split("/")
             ):
                 raise ValueError(f"stages.sources: {source!r} is not system/<connector>/<type>")
@@ -153,6 +168,12 @@ class Stages(_Model):
 
 class Token(_Model):
     value: int | str
+
+    @model_validator(mode="after")
+    def _length(self) -> Token:
+        if isinstance(self.value, str) and len(self.value) > 4096:
+            raise ValueError("token.value must be at most 4096 characters")
+        return self
 
 
 class LiveSync(_Model):
