@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from idmsync.auth import CredentialsRegistry
 from idmsync.controller.kube import Kube
 from idmsync.controller.locks import StageLocks
 from idmsync.controller.settings import OperatorSettings
@@ -20,6 +21,8 @@ class OperatorContext:
     settings: OperatorSettings
     kube: Kube
     locks: StageLocks = field(default_factory=StageLocks)
+    #: OAuth flows shared by every reset: one token (and one request in flight) per account
+    credentials: CredentialsRegistry = field(default_factory=CredentialsRegistry)
     _clients: dict[tuple[str, str, bool], httpx.AsyncClient] = field(default_factory=dict)
 
     def http_client(self, server_url: str, tls: TlsOptions) -> httpx.AsyncClient:

@@ -154,8 +154,10 @@ class Stages(_Model):
     @model_validator(mode="after")
     def _patterns(self) -> Stages:
         for source in self.sources:
-            if len(source) > 258 or not re.fullmatch(SOURCE_PATTERN, source) or any(
-                part in (".", "..") for part in source.split("/")
+            if (
+                len(source) > 258
+                or not re.fullmatch(SOURCE_PATTERN, source)
+                or any(part in (".", "..") for part in source.split("/"))
             ):
                 raise ValueError(f"stages.sources: {source!r} is not system/<connector>/<type>")
         for stage_id in self.ids:

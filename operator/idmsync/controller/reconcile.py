@@ -114,7 +114,7 @@ async def reconcile(
             spec = SyncTokenResetSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             raise InvalidSpec(_validation_message(exc)) from None
-        target = await resolve_target(spec, namespace, ctx.kube, ctx.settings)
+        target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
         secrets = target.credentials.secret_values()
         client = IdmClient(
             target.server_url,

@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from idmsync.auth import AdminCredentials, BearerToken, Credentials, Secret
+from idmsync.auth import AdminCredentials, BearerToken, Credentials, CredentialsRegistry, Secret
+from idmsync.auth.oauth import DEFAULT_SCOPE
 from idmsync.controller.kube import Kube
-from idmsync.controller.models import Auth, SyncTokenResetSpec
+from idmsync.controller.models import SyncTokenResetSpec
 from idmsync.controller.settings import OperatorSettings
 from idmsync.engine import Action, Flavour, ResetOptions, TlsOptions
 from idmsync.engine.naming import normalise_server_url
@@ -60,7 +62,11 @@ class SecretReader:
 
 
 async def resolve_target(
-    spec: SyncTokenResetSpec, namespace: str, kube: Kube, settings: OperatorSettings
+    spec: SyncTokenResetSpec,
+    namespace: str,
+    kube: Kube,
+    settings: OperatorSettings,
+    registry: CredentialsRegistry,
 ) -> ResolvedTarget:
     secrets = SecretReader(kube, namespace)
     target = spec.target
@@ -79,7 +85,7 @@ async def resolve_target(
         if spec.api == "Auto":
             flavour = Flavour.IDENTITY_CLOUD
     settings.policy.check(server_url, in_cluster_service=in_cluster)
-    credentials = await _credentials(spec, secrets, server_url, settings)
+    credentials = await _credentials(spec, secrets, server_url, namespace, settings, registry)
     return ResolvedTarget(
         server_url=server_url,
         context_path=target.context_path,
@@ -113,18 +119,28 @@ async def _service_url(
 
 
 async def _credentials(
-    spec: SyncTokenResetSpec, secrets: SecretReader, server_url: str, settings: OperatorSettings
+    spec: SyncTokenResetSpec,
+    secrets: SecretReader,
+    server_url: str,
+    namespace: str,
+    settings: OperatorSettings,
+    registry: CredentialsRegistry,
 ) -> Credentials:
     auth = spec.auth
     if auth is None:
-        raise InvalidSpec(
-            "Identity Cloud service-account credentials from target.tenantSecretRef are not "
-            "supported by this build yet; set spec.auth.bearerTokenSecretRef"
+        # the CRD allows this only with a tenant Secret: it holds the service account too
+        assert spec.target.tenant_secret_ref is not None
+        tenant = spec.target.tenant_secret_ref.name
+        token_url = await secrets.optional_key(tenant, "tokenUrl")  # default: the tenant's AM
+        if token_url is not None:
+            settings.policy.check(token_url)
+        return registry.service_account(
+            server_url,
+            await secrets.key(tenant, "serviceAccountId"),
+            Secret(await secrets.key(tenant, "privateJwk")),
+            scope=await secrets.optional_key(tenant, "scope") or DEFAULT_SCOPE,
+            token_url=token_url,
         )
-    return await _explicit_credentials(auth, secrets)
-
-
-async def _explicit_credentials(auth: Auth, secrets: SecretReader) -> Credentials:
     if auth.admin_secret_ref is not None:
         ref = auth.admin_secret_ref
         return AdminCredentials(
@@ -134,9 +150,36 @@ async def _explicit_credentials(auth: Auth, secrets: SecretReader) -> Credential
     if auth.bearer_token_secret_ref is not None:
         ref_token = auth.bearer_token_secret_ref
         return BearerToken(Secret(await secrets.key(ref_token.name, ref_token.key)))
-    raise InvalidSpec(
-        "clientCredentials and serviceAccount auth are not supported by this build yet"
+    if auth.client_credentials is not None:
+        flow = auth.client_credentials
+        settings.policy.check(
+            flow.token_url, in_cluster_service=_own_service_host(flow.token_url, namespace)
+        )
+        return registry.client_credentials(
+            flow.token_url,
+            await secrets.key(flow.secret_ref.name, "clientId"),
+            Secret(await secrets.key(flow.secret_ref.name, "clientSecret")),
+            scope=flow.scope,
+            auth_method=flow.auth_method,
+        )
+    assert auth.service_account is not None
+    account = auth.service_account
+    return registry.service_account(
+        server_url,
+        await secrets.key(account.secret_ref.name, "serviceAccountId"),
+        Secret(await secrets.key(account.secret_ref.name, "privateJwk")),
+        scope=account.scope,
     )
+
+
+def _own_service_host(url: str, namespace: str) -> bool:
+    """``am``, ``am.<ns>``, ``am.<ns>.svc[.cluster.local]``: a Service of this namespace."""
+    host = (urlsplit(url).hostname or "").lower()
+    parts = host.split(".")
+    if len(parts) == 1:
+        return bool(host)
+    suffix = ".".join(parts[1:])
+    return suffix in (namespace, f"{namespace}.svc", f"{namespace}.svc.cluster.local")
 
 
 async def _tls(spec: SyncTokenResetSpec, secrets: SecretReader) -> TlsOptions:

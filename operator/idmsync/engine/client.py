@@ -91,7 +91,10 @@ class IdmClient:
         lock = _version_locks.setdefault(self.base_url, asyncio.Lock())
         async with lock:
             if self.base_url not in _versions:
-                body = await self._call("GET", "info/version", flavour=Flavour.LEGACY)
+                # the dialect is what we are finding out: ask plainly, unless already known
+                body = await self._call(
+                    "GET", "info/version", flavour=self._flavour or Flavour.LEGACY
+                )
                 version = body.get("productVersion") if isinstance(body, dict) else None
                 if not isinstance(version, str):
                     raise ProtocolError(
@@ -106,7 +109,8 @@ class IdmClient:
         if self._version is None:
             try:
                 _, self._version = await self._detect_flavour()
-            except (ProtocolError, NotFound):
+            except IdmSyncError as exc:  # informational only: never fail a reset over it
+                log.info("no version from %s: %s", self.base_url, exc.message)
                 return None
         return self._version
 
