@@ -378,6 +378,9 @@ class ControlPlane:
 
     After start(): `kubeconfig` (admin, system:masters), `server` (https URL), `ca_pem`,
     `kubectl` (a Kubectl bound to the admin kubeconfig), `startup_seconds`.
+
+    Start it from a thread that outlives it (the main thread, as pytest fixtures do): the
+    servers are tied to the starting thread with PR_SET_PDEATHSIG and die when it exits.
     """
 
     def __init__(
