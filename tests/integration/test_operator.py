@@ -288,7 +288,8 @@ class TestFailureReasons:
         kubectl.apply(admin_secret(shared_namespace, password="Wrong-Xy7-never-print-me"))
         kubectl.apply(reset_manifest("badpw", shared_namespace, service_spec()))
         failed(kubectl, shared_namespace, "badpw", "Unauthorized")
-        assert len(stub.requests) == 1
+        # the informational info/version read, then the stage read: refused, not retried
+        assert steps(stub) == ["GET info/version", f"GET {STAGE_PATH}"]
         assert_no_secret_anywhere(kubectl, shared_namespace, "Wrong-Xy7-never-print-me")
         assert "Wrong-Xy7-never-print-me" not in operator.log()
 
