@@ -85,6 +85,21 @@ def test_opendj_each_modify_is_one_change_number(real_ldap: OpenDJ) -> None:
     assert entries[0]["dn"] == [f"changeNumber={after},cn=changelog"]
 
 
+@pytest.mark.parametrize("deref", ["never", "search", "find", "always"])
+def test_opendj_changelog_search_like_the_ldap_connector(real_ldap: OpenDJ, deref: str) -> None:
+    """The connector's liveSync search (JNDI: derefAliases=always). OpenDJ 4.8.2-5.0.3 answer
+    result 80 "RuntimeException(Not implemented)" for always/find; 4.6.4 works."""
+    cn = real_ldap.replace_attr(SCARTER, "description", f"deref {deref} {time.time()}")
+    entries = real_ldap.search(
+        "cn=changelog",
+        f"(&(changeNumber>={cn})(changeNumber<={cn + 100}))",
+        scope="one",
+        attrs=["changeNumber", "targetDN", "changeType", "changes", "targetEntryUUID"],
+        deref=deref,
+    )
+    assert [e["changeNumber"] for e in entries] == [[str(cn)]]
+
+
 # --------------------------------------------------------------------------- OpenIDM
 
 

@@ -45,7 +45,10 @@ CONFIG_DIR = REPO_ROOT / "tests" / "e2e" / "idm"
 
 OPENDJ_GROUP = "org.openidentityplatform.opendj"
 OPENDJ_ARTIFACT = "opendj-server-legacy"
-OPENDJ_VERSION = os.environ.get("IDMSYNC_OPENDJ_VERSION", "5.0.3")
+# 4.6.4, not newer: in 4.8.2, 4.9.4, 4.10.1 and 5.0.3 a search of cn=changelog with
+# derefAliases=always|find (JNDI's default, so the LDAP connector's liveSync) fails with result 80
+# "RuntimeException(Not implemented)"; tests/e2e/test_openidm_facts.py pins this.
+OPENDJ_VERSION = os.environ.get("IDMSYNC_OPENDJ_VERSION", "4.6.4")
 
 OPENIDM_GROUP = "org.openidentityplatform.openidm"
 OPENIDM_ARTIFACT = "openidm-zip"
@@ -93,8 +96,24 @@ def openidm_unavailable_record() -> Path:
     return cache_root() / "openidm-unavailable.json"
 
 
+def local_openidm() -> tuple[str, Path] | None:
+    """A developer-supplied unpacked install named by IDMSYNC_OPENIDM_HOME (not from Maven)."""
+    env = os.environ.get("IDMSYNC_OPENIDM_HOME")
+    if not env:
+        return None
+    home = Path(env)
+    if not (home / "startup.sh").is_file():
+        raise DistUnavailableError(f"IDMSYNC_OPENIDM_HOME={home} has no startup.sh")
+    cores = sorted((home / "bundle").glob("*openidm-core-*.jar"))
+    m = re.search(r"openidm-core-(.+)\.jar$", cores[0].name) if cores else None
+    return (m.group(1) if m else "unknown"), home
+
+
 def cached_openidm() -> tuple[str, Path] | None:
-    """(version, pristine install dir) of the first cached OpenIDM, in preference order."""
+    """(version, pristine install dir): IDMSYNC_OPENIDM_HOME, else the first cached version."""
+    local = local_openidm()
+    if local:
+        return local
     for v in OPENIDM_VERSIONS:
         home = cache_root() / f"openidm-{v}" / "openidm"
         if (home / "startup.sh").is_file():
@@ -485,10 +504,12 @@ class OpenDJ:
         filt: str = "(objectClass=*)",
         scope: str = "sub",
         attrs: Sequence[str] = (),
+        deref: str = "never",
     ) -> list[dict[str, list[str]]]:
         """ldapsearch; returns entries as {attr: [values]} with 'dn' as a one-value list."""
+        args = ["-b", base, "-s", scope, "-a", deref, filt, *attrs]
         out = _run(
-            [self._bin("ldapsearch"), *self._ldap_args(), "-b", base, "-s", scope, filt, *attrs],
+            [self._bin("ldapsearch"), *self._ldap_args(), *args],
             env=self._tool_env(),
             timeout=120,
         ).stdout
