@@ -259,9 +259,24 @@ def test_delete_missing_stage(idm: httpx.Client) -> None:
     assert r.json()["code"] == 404
 
 
+def recon_ldap(c: httpx.Client) -> None:
+    r = c.post(
+        "/recon",
+        params={
+            "_action": "recon",
+            "mapping": "systemLdapAccounts_managedUser",
+            "waitForCompletion": "true",
+        },
+    )
+    record("recon systemLdapAccounts_managedUser", r)
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "SUCCESS"
+
+
 def test_livesync_on_missing_stage_starts_at_latest_without_replay(
     idm: httpx.Client, real_idm: RealIDM
 ) -> None:
+    recon_ldap(idm)
     ensure_stage(idm, real_idm)
     marker = f"+1 408 555 {int(time.time()) % 10000:04d}"
     real_idm.ldap_replace(BJENSEN, "telephoneNumber", marker)
@@ -270,8 +285,8 @@ def test_livesync_on_missing_stage_starts_at_latest_without_replay(
     livesync(idm, real_idm.ldap_source, "liveSync after delete (reset)")
     stage = ensure_stage(idm, real_idm)
     assert stage["connectorData"]["syncToken"] == latest
-    users = managed_users(idm, "bjensen")
-    assert all(u.get("telephoneNumber") != marker for u in users), "the change was replayed"
+    (user,) = managed_users(idm, "bjensen")
+    assert user["telephoneNumber"] != marker, "the change was replayed"
 
 
 def managed_users(c: httpx.Client, user_name: str) -> list[dict[str, Any]]:
@@ -285,16 +300,7 @@ def managed_users(c: httpx.Client, user_name: str) -> list[dict[str, Any]]:
 def test_ldap_change_then_livesync_updates_managed_user(
     idm: httpx.Client, real_idm: RealIDM
 ) -> None:
-    r = idm.post(
-        "/recon",
-        params={
-            "_action": "recon",
-            "mapping": "systemLdapAccounts_managedUser",
-            "waitForCompletion": "true",
-        },
-    )
-    record("recon systemLdapAccounts_managedUser", r)
-    assert r.status_code == 200, r.text
+    recon_ldap(idm)
     ensure_stage(idm, real_idm)
     livesync(idm, real_idm.ldap_source)
     marker = f"+1 408 555 {(int(time.time()) + 1) % 10000:04d}"
@@ -358,3 +364,82 @@ def test_wrong_password_is_401(real_idm: RealIDM) -> None:
     body = r.json()
     assert body["code"] == 401
     assert body["reason"] == "Unauthorized"
+
+
+def test_token_above_last_change_number_is_stuck_until_reset(
+    idm: httpx.Client, real_idm: RealIDM
+) -> None:
+    """The KB scenario (changelog rebuilt/restored): stored token > lastChangeNumber.
+    With resetSyncToken=never, liveSync applies nothing; the reset (delete + liveSync) fixes it."""
+    recon_ldap(idm)
+    stage = ensure_stage(idm, real_idm)
+    last = real_idm.last_change_number()
+    ahead = {"_id": LDAP_STAGE, "connectorData": {"nativeType": "integer", "syncToken": last + 50}}
+    r = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=ahead, headers={"If-Match": stage["_rev"]})
+    record("PUT stage token ahead of lastChangeNumber", r)
+    assert r.status_code == 200, r.text
+    marker = f"+1 408 555 {(int(time.time()) + 3) % 10000:04d}"
+    real_idm.ldap_replace(SCARTER, "telephoneNumber", marker)
+    body = livesync(idm, real_idm.ldap_source, "liveSync with token ahead of lastChangeNumber")
+    assert body["connectorData"]["syncToken"] == last + 50
+    (user,) = managed_users(idm, "scarter")
+    assert user["telephoneNumber"] != marker
+    delete_stage_if_present(idm)
+    livesync(idm, real_idm.ldap_source)
+    assert ensure_stage(idm, real_idm)["connectorData"]["syncToken"] == last + 1
+
+
+def test_put_without_if_match_and_create_with_put(idm: httpx.Client, real_idm: RealIDM) -> None:
+    stage = ensure_stage(idm, real_idm)
+    token = stage["connectorData"]["syncToken"]
+    same = {"_id": LDAP_STAGE, "connectorData": {"nativeType": "integer", "syncToken": token}}
+    r = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=same)
+    record("PUT existing stage without If-Match", r)
+    assert r.status_code == 200, r.text  # 6.1.0: an unconditional replace
+    delete_stage_if_present(idm)
+    r2 = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=same, headers={"If-None-Match": "*"})
+    record("PUT missing stage with If-None-Match: * (create)", r2)
+    assert r2.status_code == 201, r2.text
+    assert r2.json()["_rev"] == "1"
+    r3 = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=same, headers={"If-None-Match": "*"})
+    record("PUT existing stage with If-None-Match: *", r3)
+    assert r3.status_code == 412, r3.text
+    assert get_stage(idm).json()["connectorData"]["syncToken"] == token
+
+
+def test_livesync_unknown_source(idm: httpx.Client) -> None:
+    r = idm.post("/system/nosuch/account", params={"_action": "liveSync"})
+    record("liveSync unknown connector", r)
+    r2 = idm.post("/system/ldap/nosuchtype", params={"_action": "liveSync"})
+    record("liveSync unknown object type", r2)
+    assert r.status_code == 404, r.text
+    assert r.json()["code"] == 404
+
+
+def test_missing_credentials_and_api_version(real_idm: RealIDM) -> None:
+    base = f"{real_idm.idm_url}/openidm"
+    r = httpx.get(f"{base}/{STAGES}", params={"_queryFilter": "true"}, timeout=30)
+    record("no credentials", r)
+    assert r.status_code == 401, r.text
+    assert r.json() == {"code": 401, "reason": "Unauthorized", "message": "Access Denied"}
+    r2 = httpx.get(
+        f"{base}/info/version",
+        headers={**real_idm.admin_headers, "Accept-API-Version": "resource=9.9"},
+        timeout=30,
+    )
+    record("unsupported Accept-API-Version resource=9.9", r2)
+    r3 = httpx.get(
+        f"{base}/{STAGES}",
+        params={"_queryFilter": "true"},
+        headers={**real_idm.admin_headers, "Accept-API-Version": "resource=2.0"},
+        timeout=30,
+    )
+    record("list stages with Accept-API-Version resource=2.0", r3)
+    r4 = httpx.get(
+        f"{base}/{STAGES}",
+        params={"_queryFilter": "true"},
+        headers={"X-OpenIDM-Username": "nosuchuser", "X-OpenIDM-Password": "x"},
+        timeout=30,
+    )
+    record("unknown user", r4)
+    assert r4.status_code == 401
