@@ -602,7 +602,7 @@ ALLOWED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("patch", "clusterkopfpeerings.kopf.dev", ""),
-    ("watch", "kopfpeerings.kopf.dev", ""),
+    ("create", "clusterkopfpeerings.kopf.dev", ""),
 ]
 DENIED = [
     ("list", "secrets", ""),

@@ -32,6 +32,7 @@ CLUSTER_ONLY: set[Triple] = {
     ("kopf.dev", "clusterkopfpeerings", "list"),
     ("kopf.dev", "clusterkopfpeerings", "watch"),
     ("kopf.dev", "clusterkopfpeerings", "patch"),
+    ("kopf.dev", "clusterkopfpeerings", "create"),
 }
 
 
@@ -141,6 +142,10 @@ def test_namespaced_mode_uses_a_role_per_namespace(helm: Path) -> None:
     assert _triples(cluster_role["rules"]) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        *{
+            ("kopf.dev", "clusterkopfpeerings", v)
+            for v in ("get", "list", "watch", "patch", "create")
+        },
     }
     bindings = _of_kind(documents, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]

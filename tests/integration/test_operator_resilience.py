@@ -71,7 +71,8 @@ def own(control_plane: ControlPlane, crd: None, stub: IdmStub, tmp_path: Path) -
     yield harness
     for process in harness.processes:
         process.stop()
-    assert ADMIN_PASSWORD not in harness.log.read_text(errors="replace")
+    for process in harness.processes:
+        assert ADMIN_PASSWORD not in process.log()
 
 
 def livesync_now(stub: IdmStub) -> None:
@@ -180,3 +181,48 @@ def test_two_resets_of_the_same_stage_never_overlap(own: Own, stub: IdmStub) -> 
     switch = order.index("b" if first == "a" else "a")
     assert set(order[switch:]) == {order[switch]}, f"interleaved: {order}"
     assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 2
+
+
+def test_two_replicas_in_one_peering_never_both_act(
+    own: Own, stub: IdmStub, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    own.kubectl("apply", "-k", str(root / "manifests/peering"))
+    own.kubectl("create", "namespace", "idmsync-system", check=False)
+    own.kubectl("apply", "-k", str(root / "manifests/rbac"))
+    # as the manifests' ServiceAccount: its role must let a replica create the peering
+    kubeconfig = own.control_plane.service_account_kubeconfig(
+        "idmsync-system", "idmsync-operator", create=False
+    )
+    own.kubectl(
+        "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s"
+    )
+    logs = [tmp_path / "replica-a.log", tmp_path / "replica-b.log"]
+    replicas = [
+        OperatorProcess(
+            kubeconfig,
+            log,
+            namespaces=own.namespace,
+            settings={"IDMSYNC_PEERING": "idmsync"},
+        ).start()
+        for log in logs
+    ]
+    own.processes.extend(replicas)
+
+    def active(log: Path) -> bool:
+        """Each replica starts paused (mandatory peering); its last word says where it is."""
+        text = log.read_text()
+        return text.rfind("Resuming operations") > text.rfind("Pausing operations")
+
+    def settled() -> bool:
+        peers = own.kubectl.get_json("clusterkopfpeering", "idmsync").get("status") or {}
+        return len(peers) == 2 and sum(active(log) for log in logs) == 1
+
+    wait_for(settled, 60, "one active replica and one standing by")
+    own.kubectl.apply(reset_manifest("peered", own.namespace, SPEC))
+    body = wait_phase(own.kubectl, own.namespace, "peered", ("Succeeded", "Failed"))
+    assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    acted = [log for log in logs if f"{own.namespace}/peered:" in log.read_text()]
+    assert len(acted) == 1, "exactly one replica handled the resource"
+    assert [log for log in logs if active(log)] == acted, "the active one, not the standby"
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1

@@ -58,8 +58,4 @@ app.kubernetes.io/part-of: idmsync
 - apiGroups: [""]
   resources: [services]
   verbs: [get]
-# kopf peering of namespaced operators.
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  verbs: [get, list, watch, patch]
 {{- end }}

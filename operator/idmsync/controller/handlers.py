@@ -55,13 +55,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     elif ours.peering:
         settings.peering.name = ours.peering
         settings.peering.mandatory = True
-        settings.peering.clusterwide = not ours.namespaces
+        settings.peering.clusterwide = True  # one ClusterKopfPeering, whatever is watched
         # distinct priorities: the highest replica works, the others pause
         settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311
     settings.execution.max_workers = 4
     if ours.metrics_port:
         start_http_server(ours.metrics_port)
-    memo.operator = OperatorContext(settings=ours, kube=Kube.from_environment())
+    kube = Kube.from_environment()
+    if ours.peering:
+        await kube.ensure_cluster_peering(ours.peering)
+    memo.operator = OperatorContext(settings=ours, kube=kube)
     log.info("idmsync operator started (namespaces: %s)", ",".join(ours.namespaces) or "all")
 
 

@@ -40,6 +40,25 @@ class Kube:
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]
 
+    async def ensure_cluster_peering(self, name: str) -> None:
+        """Create the ClusterKopfPeering replicas meet in, unless it exists."""
+        body = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": name},
+        }
+        try:
+            await asyncio.to_thread(
+                self.custom.create_cluster_custom_object,
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                body,
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # 409: it exists already
+                raise
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """The Secret's data, base64 still applied (decode only the key you need)."""
         try:
