@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.harness.controlplane import Kubectl
@@ -113,6 +114,19 @@ class TestHappyPath:
         columns = kubectl("get", "tokenreset", "ldap", "-n", shared_namespace).stdout
         assert "Succeeded" in columns
         assert LDAP_STAGE in columns
+
+    def test_metrics_and_health_endpoints_answer(
+        self, operator: OperatorProcess, idm: IdmStub, kubectl: Kubectl, shared_namespace: str
+    ) -> None:
+        kubectl.apply(reset_manifest("measured", shared_namespace, service_spec()))
+        wait_phase(kubectl, shared_namespace, "measured", ("Succeeded",))
+        metrics = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics").text
+        assert 'idmsync_resets_total{reason="Succeeded",result="Succeeded"}' in metrics
+        assert "idmsync_reset_duration_seconds_count" in metrics
+        assert "idmsync_resets_in_flight 0.0" in metrics
+        health = httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz")
+        assert health.status_code == 200
+        assert health.json()["ready"] is True
 
     def test_url_target_with_a_bearer_token(
         self, operator: OperatorProcess, stub: IdmStub, kubectl: Kubectl, shared_namespace: str
