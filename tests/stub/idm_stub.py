@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.stub.loopback_server import LoopbackServer
+
 STAGES = "/openidm/repo/synchronisation/pooledSyncStage"
 
 
@@ -89,9 +91,7 @@ class IdmStub:
         self.scheduler_paused = False
         self.scheduler_calls: list[str] = []
         self.lock = threading.RLock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server = LoopbackServer(self._make_app, "idm-stub")
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------
@@ -101,52 +101,16 @@ class IdmStub:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, port: int = 0) -> IdmStub:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            app = web.Application(middlewares=[self._middleware])
-            app.router.add_route("*", "/{tail:.*}", self._dispatch)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", port)
-            await site.start()
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="idm-stub", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("IDM stub did not start")
+        self.port = self._server.start(port)
         return self
 
     def stop(self) -> None:
-        if self._loop is None:
-            return
-        loop = self._loop
+        self._server.stop()
 
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        loop.close()
-        self._loop = None
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
 
     def __enter__(self) -> IdmStub:
         return self.start()

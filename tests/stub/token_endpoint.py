@@ -42,6 +42,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.stub.idm_stub import IdmStub
+from tests.stub.loopback_server import LoopbackServer
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_CREDENTIALS = "client_credentials"
@@ -135,9 +136,7 @@ class TokenEndpoint:
         self._clients: dict[str, _Client] = {}
         self._seen_jti: set[str] = set()
         self._faults: list[_Fault] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server = LoopbackServer(self._make_app, "token-endpoint")
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -153,48 +152,16 @@ class TokenEndpoint:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self) -> TokenEndpoint:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._dispatch)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="token-endpoint", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("token endpoint did not start")
+        self.port = self._server.start(self.port)
         return self
 
     def stop(self) -> None:
-        if self._loop is None:
-            return
-        loop = self._loop
+        self._server.stop()
 
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        loop.close()
-        self._loop = None
+    def _make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
 
     def __enter__(self) -> TokenEndpoint:
         return self.start()
