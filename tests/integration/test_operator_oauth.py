@@ -31,6 +31,26 @@ def am(stub: IdmStub) -> Iterator[TokenEndpoint]:
         yield endpoint
 
 
+def client_credentials_spec(url: str, token_url: str) -> dict[str, object]:
+    return {
+        "target": {"url": url},
+        "auth": {
+            "clientCredentials": {"tokenUrl": token_url, "secretRef": {"name": "idm-provisioning"}}
+        },
+        "stages": {"sources": [LDAP_SOURCE]},
+    }
+
+
+def client_secret(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(
+        secret_manifest(
+            "idm-provisioning",
+            namespace,
+            {"clientId": "idm-provisioning", "clientSecret": CLIENT_SECRET},
+        )
+    )
+
+
 def assert_nothing_leaked(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess, *secrets: str
 ) -> None:
@@ -88,23 +108,8 @@ def test_client_credentials_reset_idm_behind_am(
     shared_namespace: str,
 ) -> None:
     am.add_client("idm-provisioning", CLIENT_SECRET)
-    kubectl.apply(
-        secret_manifest(
-            "idm-provisioning",
-            shared_namespace,
-            {"clientId": "idm-provisioning", "clientSecret": CLIENT_SECRET},
-        )
-    )
-    spec = {
-        "target": {"url": stub.url},
-        "auth": {
-            "clientCredentials": {
-                "tokenUrl": am.token_url("/am/oauth2/realms/root/access_token"),
-                "secretRef": {"name": "idm-provisioning"},
-            }
-        },
-        "stages": {"sources": [LDAP_SOURCE]},
-    }
+    client_secret(kubectl, shared_namespace)
+    spec = client_credentials_spec(stub.url, am.token_url("/am/oauth2/realms/root/access_token"))
     kubectl.apply(reset_manifest("behind-am", shared_namespace, spec))
     body = wait_phase(kubectl, shared_namespace, "behind-am", ("Succeeded", "Failed"))
     assert body["status"]["phase"] == "Succeeded", body["status"]
@@ -122,23 +127,8 @@ def test_a_refused_client_is_unauthorized_with_the_endpoints_description(
     shared_namespace: str,
 ) -> None:
     am.add_client("idm-provisioning", "the-real-secret")
-    kubectl.apply(
-        secret_manifest(
-            "idm-provisioning",
-            shared_namespace,
-            {"clientId": "idm-provisioning", "clientSecret": CLIENT_SECRET},
-        )
-    )
-    spec = {
-        "target": {"url": stub.url},
-        "auth": {
-            "clientCredentials": {
-                "tokenUrl": am.token_url("/am/oauth2/realms/root/access_token"),
-                "secretRef": {"name": "idm-provisioning"},
-            }
-        },
-        "stages": {"sources": [LDAP_SOURCE]},
-    }
+    client_secret(kubectl, shared_namespace)
+    spec = client_credentials_spec(stub.url, am.token_url("/am/oauth2/realms/root/access_token"))
     kubectl.apply(reset_manifest("refused", shared_namespace, spec))
     body = wait_phase(kubectl, shared_namespace, "refused", ("Succeeded", "Failed"))
     ready = condition(body, "Ready")
@@ -152,23 +142,8 @@ def test_a_refused_client_is_unauthorized_with_the_endpoints_description(
 def test_a_token_endpoint_outside_the_allow_list_is_refused(
     operator: OperatorProcess, stub: IdmStub, kubectl: Kubectl, shared_namespace: str
 ) -> None:
-    kubectl.apply(
-        secret_manifest(
-            "idm-provisioning",
-            shared_namespace,
-            {"clientId": "idm-provisioning", "clientSecret": CLIENT_SECRET},
-        )
-    )
-    spec = {
-        "target": {"url": stub.url},
-        "auth": {
-            "clientCredentials": {
-                "tokenUrl": "https://am.elsewhere.example/am/oauth2/access_token",
-                "secretRef": {"name": "idm-provisioning"},
-            }
-        },
-        "stages": {"sources": [LDAP_SOURCE]},
-    }
+    client_secret(kubectl, shared_namespace)
+    spec = client_credentials_spec(stub.url, "https://am.elsewhere.example/am/oauth2/access_token")
     kubectl.apply(reset_manifest("far-am", shared_namespace, spec))
     body = wait_phase(kubectl, shared_namespace, "far-am", ("Succeeded", "Failed"))
     assert condition(body, "Ready")["reason"] == "TargetNotAllowed"  # type: ignore[index]
