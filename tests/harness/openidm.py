@@ -8,6 +8,9 @@ unpacked and pristine, under ``${IDMSYNC_CACHE:-~/.cache/idmsync}``:
 * ``openidm-unavailable.json``: written when Central serves none of the OpenIDM versions
   tried, with the exact Maven error per version (the fixture reports it verbatim).
 
+``IDMSYNC_OPENIDM_HOME=/path/to/openidm`` names an unpacked OpenIDM to use instead (one you
+have from elsewhere; the harness never downloads outside the registry).
+
 Every run copies the pristine trees into fresh temp dirs, so runs are independent.
 All servers listen on 127.0.0.1 (exception: OpenDJ's replication port, see below).
 
@@ -252,16 +255,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM the child's process group, SIGKILL after timeout; return once the whole group
+    is gone (a JVM under a wrapper script keeps writing files after the script exits)."""
+    pgid = proc.pid  # the child called setsid(): its pid is the group id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.5)
+    else:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
+        time.sleep(1)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
 
 
@@ -630,6 +650,7 @@ class OpenIDM:
                 for k, v in subst.items():
                     text = text.replace(k, json.dumps(v)[1:-1] if src.suffix == ".json" else v)
                 (dst_dir / src.name).write_text(text)
+        self._loopback_only()
         boot = self.home / "conf" / "boot" / "boot.properties"
         props = boot.read_text()
         for key, value in (
@@ -664,6 +685,31 @@ class OpenIDM:
             f"OpenIDM {self.version} ready at {self.url} in {self.startup_seconds:.1f}s "
             f"(rss {rss_kib(self.proc.pid) // 1024} MiB)"
         )
+
+    def _loopback_only(self) -> None:
+        """Jetty connectors on 127.0.0.1; OrientDB's embedded network server (fixed ports 2424 on
+        all interfaces and 2480) off -- the repository itself is opened in-process (plocal)."""
+        jetty = self.home / "conf" / "jetty.xml"
+        if jetty.is_file():
+            text = jetty.read_text()
+            text, n = re.subn(
+                r'(?m)^(\s*)<Set name="port">', rf'\1<Set name="host">{LOOPBACK}</Set>\n\g<0>', text
+            )
+            # pax-web matches its listeners to jetty.xml connectors by name "<host>:<port>".
+            text = text.replace('<Property name="jetty.host" default="0.0.0.0" />', LOOPBACK)
+            jetty.write_text(text)
+            if n == 0:
+                log("warning: conf/jetty.xml has no connector port to pin to loopback")
+        props = self.home / "conf" / "config.properties"
+        if props.is_file():
+            with props.open("a") as f:
+                f.write(f"\norg.ops4j.pax.web.listening.addresses={LOOPBACK}\n")
+        repo = self.home / "conf" / "repo.orientdb.json"
+        if repo.is_file():
+            cfg = json.loads(repo.read_text())
+            if isinstance(cfg.get("embeddedServer"), dict):
+                cfg["embeddedServer"]["enabled"] = False
+                repo.write_text(json.dumps(cfg, indent=4) + "\n")
 
     def _wait_ready(self, timeout: float) -> None:
         import httpx
@@ -824,6 +870,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)  # also when started with SIGINT ignored (`cmd &`)
     try:
         with running(opendj_only="--opendj-only" in args) as real:
             if real.openidm is not None:
