@@ -23,7 +23,8 @@ import pytest
 
 from tests.harness.openidm import OpenDJ, RealIDM
 
-pytestmark = pytest.mark.openidm
+# Generous: the first test pays for starting OpenDJ and OpenIDM on a busy machine.
+pytestmark = [pytest.mark.openidm, pytest.mark.timeout(900)]
 
 STAGES = "repo/synchronisation/pooledSyncStage"
 LDAP_STAGE = "SYSTEMLDAPACCOUNT"

@@ -47,6 +47,9 @@ def real_ldap() -> Iterator[harness.OpenDJ]:
         tail = _log_tail(dj.workdir, "start-ds.out")
         dj.stop()
         pytest.fail(f"OpenDJ did not start: {e}\n{tail}", pytrace=False)
+    except BaseException:  # timeout, Ctrl-C: never leave a server behind
+        dj.stop()
+        raise
     try:
         yield dj
     finally:
@@ -69,6 +72,9 @@ def real_idm(request: pytest.FixtureRequest) -> Iterator[harness.RealIDM]:
         tail = _log_tail(idm.workdir, "openidm.out")
         idm.stop()
         pytest.fail(f"OpenIDM did not start: {e}\n{tail}", pytrace=False)
+    except BaseException:
+        idm.stop()
+        raise
     try:
         yield harness.RealIDM(opendj=dj, openidm=idm)
     finally:

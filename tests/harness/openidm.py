@@ -310,6 +310,32 @@ def _run(
     return proc
 
 
+def _spawn_watchdog(pgid: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """If this harness process dies without cleaning up (SIGKILL), end the server's process
+    group and remove its temp dir. (PR_SET_PDEATHSIG alone does not reach grandchildren such as
+    the JVM under OpenIDM's startup.sh.)"""
+    script = (
+        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
+        f"kill -TERM -- -{pgid} 2>/dev/null; "
+        f"for i in $(seq 30); do kill -0 -- -{pgid} 2>/dev/null || break; sleep 1; done; "
+        f"kill -KILL -- -{pgid} 2>/dev/null; rm -rf '{workdir}'"
+    )
+    return subprocess.Popen(
+        ["bash", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stop_watchdog(dog: subprocess.Popen[bytes] | None) -> None:
+    if dog is not None and dog.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dog.pid, signal.SIGKILL)
+        dog.wait(timeout=10)
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of pid and its descendants, KiB (from /proc)."""
     total = 0
@@ -347,6 +373,7 @@ class OpenDJ:
     workdir: Path | None = None
     startup_seconds: float = 0.0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
@@ -453,6 +480,7 @@ class OpenDJ:
             cwd=self.workdir,
         )
         _ALIVE.append(self)
+        self.watchdog = _spawn_watchdog(self.proc.pid, self.workdir)
         self._wait_ldap(timeout=300)
         # External changelog: a replication server + a replication domain for the base DN on this
         # one server. (The replication server binds its port on all interfaces: OpenDJ has no
@@ -560,6 +588,8 @@ class OpenDJ:
         return self.last_change_number()
 
     def stop(self) -> None:
+        _stop_watchdog(self.watchdog)
+        self.watchdog = None
         if self.proc is not None:
             _kill_group(self.proc)
             self.proc = None
@@ -613,6 +643,7 @@ class OpenIDM:
     workdir: Path | None = None
     startup_seconds: float = 0.0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
@@ -679,6 +710,7 @@ class OpenIDM:
             preexec_fn=_die_with_parent,
         )
         _ALIVE.append(self)
+        self.watchdog = _spawn_watchdog(self.proc.pid, self.workdir)
         self._wait_ready(ready_timeout)
         self.startup_seconds = time.monotonic() - t0
         log(
@@ -734,6 +766,8 @@ class OpenIDM:
             time.sleep(2)
 
     def stop(self) -> None:
+        _stop_watchdog(self.watchdog)
+        self.watchdog = None
         if self.proc is not None:
             _kill_group(self.proc, timeout=60)
             self.proc = None
