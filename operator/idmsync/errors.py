@@ -131,9 +131,13 @@ class ProtocolError(IdmSyncError):
 
 
 class LiveSyncFailed(IdmSyncError):
-    """liveSync ran but reported an exception for the source."""
+    """liveSync failed for the source (IDM answered 5xx, or reported ``lastException``).
+
+    Retried: the stage is already reset, and a retry resumes at the trigger.
+    """
 
     reason = "LiveSyncFailed"
+    retryable = True
 
 
 class VerifyTimeout(IdmSyncError):

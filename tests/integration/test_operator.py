@@ -84,7 +84,7 @@ class TestHappyPath:
         (stage,) = status["stages"]
         assert stage["id"] == LDAP_STAGE
         assert stage["source"] == LDAP_SOURCE
-        assert (stage["previousRev"], stage["previousToken"]) == ("0", 100)
+        assert (stage["previousRev"], stage["previousToken"]) == ("1", 100)
         assert stage["result"] == "Deleted"
         assert stage["liveSync"] == {"triggered": True, "newToken": 105}
         assert status["target"] == f"service/idm:{idm.port}"

@@ -116,7 +116,7 @@ def test_sigkill_after_the_delete_and_before_it_was_recorded_does_not_delete_aga
     assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
     assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1, "the recreated stage was spared"
     (stage,) = body["status"]["stages"]  # type: ignore[index]
-    assert (stage["previousRev"], stage["previousToken"], stage["result"]) == ("0", 100, "Deleted")
+    assert (stage["previousRev"], stage["previousToken"], stage["result"]) == ("1", 100, "Deleted")
 
 
 def test_sigkill_during_livesync_resumes_at_the_trigger(own: Own, stub: IdmStub) -> None:
@@ -149,13 +149,13 @@ def test_recorded_intent_with_the_stage_untouched_deletes_exactly_once(
         "-p",
         '{"status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "rerun": "",'
         ' "attempts": 1, "stages": [{"id": "SYSTEMLDAPACCOUNT", "source": "system/ldap/account",'
-        ' "step": "Recorded", "previousRev": "0", "previousToken": 100}]}}',
+        ' "step": "Recorded", "previousRev": "1", "previousToken": 100}]}}',
     )
     own.start_operator()
     body = wait_phase(own.kubectl, own.namespace, "intent", ("Succeeded", "Failed"))
     assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
     deletes = stub.requests_to(STAGE_PATH, "DELETE")
-    assert [d.header("If-Match") for d in deletes] == ["0"]
+    assert [d.header("If-Match") for d in deletes] == ["1"]
     assert body["status"]["startTime"] == "2026-01-01T00:00:00Z", "resumed, not restarted"  # type: ignore[index]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import json
 import threading
 from collections.abc import Iterator
@@ -130,7 +131,7 @@ class IdmStub:
 
     def put_stage(self, stage_id: str, token: Any, *, native_type: str = "integer") -> None:
         with self.lock:
-            rev = int(self.stages[stage_id]["_rev"]) + 1 if stage_id in self.stages else 0
+            rev = int(self.stages[stage_id]["_rev"]) + 1 if stage_id in self.stages else 1
             self.stages[stage_id] = {
                 "_id": stage_id,
                 "_rev": str(rev),
@@ -237,6 +238,9 @@ class IdmStub:
         if not self._authenticated(request):
             return _error(401, "Access Denied")
         response: web.StreamResponse = await handler(request)
+        if "X-OpenIDM-Username" in request.headers:
+            # as OpenIDM does after a header login (idmsync must not send it back)
+            response.set_cookie("session-jwt", "stub-session", httponly=True)
         if fault is not None and fault.kind == "delay_after":
             await asyncio.sleep(fault.seconds)
         return response
@@ -272,9 +276,8 @@ class IdmStub:
             return _error(400, "Query request must specify _queryFilter or _queryId")
         with self.lock:
             if query.get("_queryId") == "query-all-ids" or query.get("_fields") == "_id":
-                result = [{"_id": s["_id"]} for s in self.stages.values()]
-                if query.get("_queryId"):
-                    result = [{"_id": s["_id"], "_rev": s["_rev"]} for s in self.stages.values()]
+                # OpenIDM 6.1 adds _rev to the rows of both id queries
+                result = [{"_id": s["_id"], "_rev": s["_rev"]} for s in self.stages.values()]
             else:
                 result = [json.loads(json.dumps(s)) for s in self.stages.values()]
         return web.json_response(
@@ -289,37 +292,63 @@ class IdmStub:
         )
 
     async def _stage(self, request: web.Request, stage_id: str) -> web.Response:
-        if_match = request.headers.get("If-Match")
+        body = await request.json() if request.method == "PUT" else None
         with self.lock:
             stage = self.stages.get(stage_id)
             if request.method == "GET":
                 if stage is None:
-                    return _error(
-                        404, f"Object {stage_id} not found in synchronisation/pooledSyncStage"
-                    )
-                return web.json_response(stage)
+                    return _error(404, f"Object {stage_id} not found in {_COLLECTION}")
+                return _stage_response(stage)
             if request.method == "DELETE":
+                # OpenIDM checks If-Match before existence, and only takes an int revision
+                rev = _if_match(request)
+                if rev is None:
+                    return _error(
+                        409, "Object passed into delete does not have revision it expects set."
+                    )
+                if isinstance(rev, _Unparsable):
+                    return _error(
+                        409,
+                        "OrientDB repository expects revisions as int, unable "
+                        f"to parse passed revision: {rev.text}",
+                    )
                 if stage is None:
                     return _error(
-                        404, f"Object {stage_id} not found in synchronisation/pooledSyncStage"
+                        404, f"Object does not exist for delete on: {_COLLECTION}/{stage_id}"
                     )
-                if if_match is None:
-                    return _error(409, "Delete rejected as Object version is not specified")
-                if if_match.strip('"') not in (stage["_rev"], "*"):
-                    return _error(412, "Delete rejected as current Object version differs")
+                if rev != stage["_rev"]:
+                    return _error(
+                        412,
+                        "Delete rejected as current Object revision is "
+                        "different than expected by caller, the object has changed "
+                        "since retrieval.",
+                    )
                 del self.stages[stage_id]
-                return web.json_response(stage)
+                return _stage_response(stage)
             if request.method == "PUT":
-                body = await request.json()
                 if stage is None:
+                    if request.headers.get("If-None-Match") != "*":
+                        return _error(404, f"Object {stage_id} not found in {_COLLECTION}")
+                    created = {**body, "_id": stage_id, "_rev": "1"}
+                    self.stages[stage_id] = created
+                    return _stage_response(created, status=201)
+                rev = _if_match(request)
+                if isinstance(rev, _Unparsable):
                     return _error(
-                        404, f"Object {stage_id} not found in synchronisation/pooledSyncStage"
+                        409,
+                        "OrientDB repository expects revisions as int, unable "
+                        f"to parse passed revision: {rev.text}",
                     )
-                if if_match is not None and if_match.strip('"') not in (stage["_rev"], "*"):
-                    return _error(412, "Update rejected as current Object version differs")
+                if rev is not None and rev != stage["_rev"]:
+                    return _error(
+                        412,
+                        "Update rejected as current Object revision is "
+                        "different than expected by caller, the object has changed "
+                        "since retrieval",
+                    )
                 updated = {**body, "_id": stage_id, "_rev": str(int(stage["_rev"]) + 1)}
                 self.stages[stage_id] = updated
-                return web.json_response(updated)
+                return _stage_response(updated)
         return _error(405, f"{request.method} not supported")
 
     def _system_action(self, request: web.Request, source: str) -> web.Response:
@@ -328,32 +357,34 @@ class IdmStub:
         with self.lock:
             state = self.sources.get(source)
             if state is None:
-                return _error(404, f"No such system object: {source}")
+                return _error(404, f"Resource '{source}' not found")
+            if state.livesync_error:
+                # OpenIDM answers a connector failure with a 500 error body
+                return _error(500, state.livesync_error)
             stage_id = source.replace("/", "").upper()
             stage = self.stages.get(stage_id)
-            if state.livesync_error:
-                stage = stage or {"_id": stage_id, "_rev": "0", "connectorData": None}
-                return web.json_response(
-                    {**stage, "lastException": {"throwable": state.livesync_error}}
-                )
+            data = {"nativeType": state.native_type, "syncToken": state.latest}
             if stage is None:
-                # no stage: start at the latest token, replay nothing
-                stage = {
+                # no stage: start at the latest token, replay nothing; answer only the data
+                self.stages[stage_id] = {"_id": stage_id, "_rev": "1", "connectorData": data}
+                return web.json_response({"connectorData": data})
+            token = stage["connectorData"]["syncToken"]
+            start = int(token) if token is not None else state.latest
+            state.applied.extend(range(start + 1, state.latest + 1))
+            # every run writes the stage, changes or not; the answer shows the rev it read
+            read_rev = stage["_rev"]
+            self.stages[stage_id] = {
+                **stage,
+                "_rev": str(int(read_rev) + 1),
+                "connectorData": {**data, "syncToken": max(start, state.latest)},
+            }
+            return web.json_response(
+                {
+                    "connectorData": self.stages[stage_id]["connectorData"],
                     "_id": stage_id,
-                    "_rev": "0",
-                    "connectorData": {"nativeType": state.native_type, "syncToken": state.latest},
+                    "_rev": read_rev,
                 }
-            else:
-                token = stage["connectorData"]["syncToken"]
-                start = int(token) if token is not None else state.latest
-                state.applied.extend(range(start + 1, state.latest + 1))
-                stage = {
-                    **stage,
-                    "_rev": str(int(stage["_rev"]) + 1),
-                    "connectorData": {"nativeType": state.native_type, "syncToken": state.latest},
-                }
-            self.stages[stage_id] = stage
-            return web.json_response(stage)
+            )
 
     def _scheduler(self, request: web.Request) -> web.Response:
         action = request.query.get("_action")
@@ -366,6 +397,33 @@ class IdmStub:
             else:
                 return _error(400, "Unsupported action")
         return web.json_response({"success": True})
+
+
+_COLLECTION = "synchronisation/pooledSyncStage"
+
+
+@dataclass(frozen=True)
+class _Unparsable:
+    text: str
+
+
+def _if_match(request: web.Request) -> str | _Unparsable | None:
+    """The revision in If-Match, bare or quoted; OrientDB wants an int."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    text = header.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    return text if text.isdigit() else _Unparsable(text)
+
+
+def _stage_response(stage: dict[str, Any], status: int = 200) -> web.Response:
+    response = web.json_response(stage, status=status)
+    if "_rev" in stage:
+        response.headers["ETag"] = f'"{stage["_rev"]}"'
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -381,8 +439,10 @@ def _error(status: int, message: str) -> web.Response:
         502: "Bad Gateway",
         503: "Service Unavailable",
     }
+    escaped = html.escape(message, quote=True).replace("&#x27;", "&#39;")
     return web.json_response(
-        {"code": status, "reason": reasons.get(status, "Error"), "message": message}, status=status
+        {"code": status, "reason": reasons.get(status, "Error"), "message": escaped},
+        status=status,
     )
 
 

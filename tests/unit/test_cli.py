@@ -72,7 +72,7 @@ def test_reset_makes_exactly_read_delete_livesync_readback_with_the_flavours_hea
         f"POST {LDAP_SOURCE}",
         f"GET {STAGE_PATH}",
     ]
-    assert stub.requests[1].header("If-Match") == "0"
+    assert stub.requests[1].header("If-Match") == "1"
     assert stub.requests[2].query == {"_action": "liveSync"}
     assert {r.header("Accept-API-Version") for r in stub.requests} == {api_version}
     if auth == "bearer":
@@ -80,7 +80,7 @@ def test_reset_makes_exactly_read_delete_livesync_readback_with_the_flavours_hea
         assert all(r.header("X-OpenIDM-Password") is None for r in stub.requests)
     else:
         assert all(r.header("X-OpenIDM-Username") == ADMIN_USER for r in stub.requests)
-    assert "SYSTEMLDAPACCOUNT: Deleted; previous rev 0 token 100; new token 105" in result.stdout
+    assert "SYSTEMLDAPACCOUNT: Deleted; previous rev 1 token 100; new token 105" in result.stdout
     assert "StageRecorded" in result.stderr, "a person sees each step as it happens"
 
 
@@ -120,7 +120,7 @@ def test_stages_lists_ids_revs_and_tokens(stub: IdmStub) -> None:
     result = idmsync("stages", "--url", stub.url, "--output", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "stages": [{"id": LDAP_STAGE, "rev": "0", "syncToken": 100}]
+        "stages": [{"id": LDAP_STAGE, "rev": "1", "syncToken": 100}]
     }
     text = idmsync("stages", "--url", stub.url)
     assert LDAP_STAGE in text.stdout

@@ -633,7 +633,7 @@ def test_the_cli_resets_through_a_service_account(
         env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "SYSTEMLDAPACCOUNT: Deleted; previous rev 0 token 100; new token 105" in result.stdout
+    assert "SYSTEMLDAPACCOUNT: Deleted; previous rev 1 token 100; new token 105" in result.stdout
     assert steps(stub) == RESET_STEPS
     assert [r.status for r in endpoint.requests] == [200]
     assert endpoint.requests[0].form["client_id"] == "service-account"

@@ -79,11 +79,11 @@ async def test_a_reset_reads_deletes_with_the_read_rev_triggers_and_reads_back(
         f"POST {LDAP_SOURCE}",
         f"GET {STAGE_PATH}",
     ]
-    assert stub.requests[1].header("If-Match") == "0"
+    assert stub.requests[1].header("If-Match") == "1"
     (stage,) = outcome.stages
     assert (stage.result, stage.previous_rev, stage.previous_token) == (
         StageResult.DELETED,
-        "0",
+        "1",
         100,
     )
     assert (stage.new_token, stage.triggered, stage.step) == (105, True, Step.DONE)
@@ -98,6 +98,14 @@ async def test_a_reset_reads_deletes_with_the_read_rev_triggers_and_reads_back(
     recorded = next(e for e in events if e.kind == "StageRecorded")
     assert recorded.stage is not None
     assert recorded.stage.previous_token == 100
+
+
+async def test_no_session_cookie_is_ever_sent_back(
+    stub: IdmStub, client_for: ClientFactory
+) -> None:
+    await run_reset(client_for(), [LDAP], ResetOptions())
+    assert all(r.header("X-OpenIDM-NoSession") == "true" for r in stub.requests)
+    assert [r.header("Cookie") for r in stub.requests] == [None] * len(stub.requests)
 
 
 @pytest.mark.parametrize(
@@ -137,8 +145,8 @@ async def test_a_stale_rev_is_reread_and_retried(stub: IdmStub, client_for: Clie
     stub.bump_rev_before_next(1)
     outcome = await run_reset(client_for(), [LDAP], ResetOptions(verify=False))
     deletes = stub.requests_to(STAGE_PATH, "DELETE")
-    assert [d.header("If-Match") for d in deletes] == ["0", "1"]
-    assert outcome.stages[0].previous_rev == "1", "the record is of the rev actually deleted"
+    assert [d.header("If-Match") for d in deletes] == ["1", "2"]
+    assert outcome.stages[0].previous_rev == "2", "the record is of the rev actually deleted"
     assert outcome.stages[0].result is StageResult.DELETED
 
 
@@ -273,7 +281,7 @@ async def test_set_writes_the_token_and_livesync_replays_from_it(
 ) -> None:
     outcome = await run_reset(client_for(), [LDAP], ResetOptions(action=Action.SET, token=102))
     put = stub.requests_to(STAGE_PATH, "PUT")[0]
-    assert put.header("If-Match") == "0"
+    assert put.header("If-Match") == "1"
     assert put.body["connectorData"] == {"nativeType": "integer", "syncToken": 102}
     assert stub.sources[LDAP_SOURCE].applied == [103, 104, 105]
     assert (outcome.stages[0].result, outcome.stages[0].new_token) == (StageResult.SET, 105)
@@ -358,7 +366,7 @@ class TestResume:
     async def test_recorded_with_the_same_rev_means_the_delete_did_not_happen(
         self, stub: IdmStub, client_for: ClientFactory
     ) -> None:
-        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "0", 100)
+        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "1", 100)
         outcome = await run_reset(
             client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress}
         )
@@ -373,7 +381,7 @@ class TestResume:
             stub.stages.clear()
         stub.put_stage(LDAP_STAGE, 105)
         stub.put_stage(LDAP_STAGE, 105)  # now at rev 1
-        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "0", 100)
+        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "1", 100)
         outcome = await run_reset(
             client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress}
         )
@@ -392,7 +400,7 @@ class TestResume:
         with stub.lock:
             stub.stages.clear()
         stub.put_stage(LDAP_STAGE, 105)
-        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "0", 100)
+        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "1", 100)
         outcome = await run_reset(
             client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress}
         )
@@ -404,7 +412,7 @@ class TestResume:
     ) -> None:
         with stub.lock:
             stub.stages.clear()
-        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "0", 100)
+        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.RECORDED, "1", 100)
         outcome = await run_reset(
             client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress}
         )
@@ -416,7 +424,7 @@ class TestResume:
         self, stub: IdmStub, client_for: ClientFactory
     ) -> None:
         progress = StageProgress(
-            LDAP_STAGE, LDAP_SOURCE, Step.CHANGED, "0", 100, result=StageResult.DELETED
+            LDAP_STAGE, LDAP_SOURCE, Step.CHANGED, "1", 100, result=StageResult.DELETED
         )
         await run_reset(client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress})
         assert steps(stub) == [f"POST {LDAP_SOURCE}", f"GET {STAGE_PATH}"]
@@ -424,7 +432,7 @@ class TestResume:
     async def test_done_stages_are_left_alone(
         self, stub: IdmStub, client_for: ClientFactory
     ) -> None:
-        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.DONE, "0", 100, StageResult.DELETED)
+        progress = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.DONE, "1", 100, StageResult.DELETED)
         outcome = await run_reset(
             client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress}
         )

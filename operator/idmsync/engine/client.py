@@ -165,7 +165,12 @@ class IdmClient:
 
     async def trigger_livesync(self, source: str) -> dict[str, Any]:
         """``POST system/<connector>/<type>?_action=liveSync``; returns the stage IDM reports."""
-        body = await self._call("POST", validate_source(source), params={"_action": "liveSync"})
+        try:
+            body = await self._call("POST", validate_source(source), params={"_action": "liveSync"})
+        except ServerError as exc:  # OpenIDM answers a connector failure with a 500
+            raise LiveSyncFailed(
+                f"liveSync on {source} failed: {exc.message}", status=exc.status
+            ) from None
         if not isinstance(body, dict):
             raise ProtocolError(f"liveSync on {source}: expected a JSON object")
         failure = body.get("lastException")
@@ -212,6 +217,8 @@ class IdmClient:
                     headers={**request_headers, **auth},
                     json=json_body,
                 )
+                # IDM answers header logins with a session-jwt cookie: keep none of it
+                self.http.cookies.clear()
                 if response.status_code == 401 and not refreshed:
                     refreshed = True
                     if await self.credentials.refresh(self.http):
