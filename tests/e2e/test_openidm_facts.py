@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -444,3 +445,65 @@ def test_missing_credentials_and_api_version(real_idm: RealIDM) -> None:
     )
     record("unknown user", r4)
     assert r4.status_code == 401
+
+
+def _start_slow_livesync(
+    idm: httpx.Client, real_idm: RealIDM, changes: int = 300
+) -> tuple[dict[str, Any], dict[str, Any], threading.Thread]:
+    """Queue `changes` LDAP changes, start liveSync in a thread, return (stage read while it
+    runs, result holder, thread). 300 changes keep a liveSync busy for several seconds."""
+    recon_ldap(idm)
+    livesync(idm, real_idm.ldap_source)
+    start = ensure_stage(idm, real_idm)
+    real_idm.ldap_modify(
+        "".join(
+            f"dn: {dn}\nchangetype: modify\nreplace: description\ndescription: race {i}\n\n"
+            for i in range(changes // 2)
+            for dn in (BJENSEN, SCARTER)
+        )
+    )
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        r = idm.post(f"/{real_idm.ldap_source}", params={"_action": "liveSync"}, timeout=600)
+        record("liveSync racing a stage change", r)
+        result["status"], result["body"] = r.status_code, r.json()
+
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(1.0)
+    during = ensure_stage(idm, real_idm)
+    assert during["_rev"] == start["_rev"], "liveSync finished before the race could be staged"
+    assert "status" not in result
+    return during, result, th
+
+
+def test_reset_racing_a_running_livesync_fails_that_run(
+    idm: httpx.Client, real_idm: RealIDM
+) -> None:
+    during, result, th = _start_slow_livesync(idm, real_idm)
+    d = idm.delete(f"/{STAGES}/{LDAP_STAGE}", headers={"If-Match": during["_rev"]})
+    assert d.status_code == 200, d.text
+    th.join(timeout=600)
+    assert result["status"] == 500
+    assert result["body"]["message"] == (
+        "Update on object synchronisation/pooledSyncStage/SYSTEMLDAPACCOUNT "
+        "could not find existing object."
+    )
+    assert get_stage(idm, fact="GET stage after the raced liveSync").status_code == 404
+    livesync(idm, real_idm.ldap_source)
+    token = ensure_stage(idm, real_idm)["connectorData"]["syncToken"]
+    assert token == real_idm.last_change_number()
+
+
+def test_set_racing_a_running_livesync_wins(idm: httpx.Client, real_idm: RealIDM) -> None:
+    during, result, th = _start_slow_livesync(idm, real_idm)
+    new = {"_id": LDAP_STAGE, "connectorData": {"nativeType": "integer", "syncToken": 5}}
+    p = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=new, headers={"If-Match": during["_rev"]})
+    assert p.status_code == 200, p.text
+    th.join(timeout=600)
+    assert result["status"] == 500  # the repository's 412 surfaces as a 500 from liveSync
+    assert result["body"]["message"].startswith(
+        "Update rejected as current Object revision is different than expected by caller"
+    )
+    assert ensure_stage(idm, real_idm)["connectorData"]["syncToken"] == 5
