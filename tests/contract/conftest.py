@@ -64,7 +64,7 @@ def idm_server(request: pytest.FixtureRequest) -> Iterator[ContractServer]:
     def make_changes(n: int) -> None:
         for _ in range(n):
             real.ldap_replace(
-                f"uid=user.0,ou=People,{real.ldap_base_dn}", "description", f"c{next(counter)}"
+                f"uid=bjensen,ou=People,{real.ldap_base_dn}", "description", f"c{next(counter)}"
             )
 
     yield ContractServer(  # noqa: PT022 - the stub branch above has a teardown
