@@ -583,9 +583,19 @@ class OpenDJ:
         )
 
     def replace_attr(self, dn: str, attr: str, value: str) -> int:
-        """Replace one attribute value; returns the new lastChangeNumber."""
+        """Replace one attribute value; returns the change number it got.
+
+        The external changelog is written asynchronously: lastChangeNumber can lag the
+        modify for a moment, so wait until it moves past the number read before.
+        """
+        before = self.last_change_number()
         self.modify(f"dn: {dn}\nchangetype: modify\nreplace: {attr}\n{attr}: {value}\n")
-        return self.last_change_number()
+        deadline = time.monotonic() + 30
+        while (now := self.last_change_number()) <= before:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"the changelog did not record the change to {dn}")
+            time.sleep(0.1)
+        return now
 
     def stop(self) -> None:
         _stop_watchdog(self.watchdog)

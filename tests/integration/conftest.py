@@ -59,6 +59,19 @@ def operator(
         namespaces=f"{SHARED_PREFIX}*",
         settings={"IDMSYNC_ALLOWED_TARGETS": "http://127.0.0.1:*,https://*.allowed.example"},
     ).start()
+    # kopf finds namespaces by watching them: prove that watch is live before any test
+    # creates one (a namespace made while kopf starts up can otherwise go unnoticed)
+    for _attempt in range(6):
+        sentinel = f"{SHARED_PREFIX}sentinel-{secrets.token_hex(3)}"
+        kubectl("create", "namespace", sentinel)
+        deadline = time.monotonic() + 10
+        seen = f"synctokenresets.v1alpha1.idmsync.dev in '{sentinel}'"
+        while seen not in process.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if seen in process.log():
+            break
+    else:
+        raise RuntimeError(f"the operator watches no new namespace:\n{process.log()[-3000:]}")
     yield process
     process.stop()
     assert ADMIN_PASSWORD not in process.log(), "a secret reached the operator's log"
