@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "AlreadyRunning",
     "Forbidden",
     "IdmSyncError",
     "InternalError",
@@ -32,6 +31,7 @@ __all__ = [
     "TargetNotAllowed",
     "Unauthorized",
     "VerifyTimeout",
+    "clip",
     "redact",
 ]
 
@@ -43,6 +43,15 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
+
+
+MAX_QUOTED = 300
+
+
+def clip(text: str, secrets: Iterable[str]) -> str:
+    """A server's text made fit to quote in a message: redacted, then cut short."""
+    text = redact(text, secrets)
+    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "…"
 
 
 class IdmSyncError(Exception):
@@ -144,13 +153,6 @@ class VerifyTimeout(IdmSyncError):
     """The stage did not come back with a token within the time allowed."""
 
     reason = "VerifyTimeout"
-
-
-class AlreadyRunning(IdmSyncError):
-    """Another reset of the same (server, stage) is in progress."""
-
-    reason = "AlreadyRunning"
-    retryable = True
 
 
 # --- transient: worth a retry with backoff ------------------------------------------

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import html
 import json
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,15 +442,6 @@ def _error(status: int, message: str) -> web.Response:
         {"code": status, "reason": reasons.get(status, "Error"), "message": escaped},
         status=status,
     )
-
-
-@contextlib.contextmanager
-def running_stub(**kwargs: Any) -> Iterator[IdmStub]:
-    stub = IdmStub(**kwargs).start()
-    try:
-        yield stub
-    finally:
-        stub.stop()
 
 
 def main() -> None:

@@ -22,10 +22,6 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._loop is not None
-
     def start(self, port: int = 0) -> int:
         """Serve, and return the port (a free one unless given)."""
         ready = threading.Event()

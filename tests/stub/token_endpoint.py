@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -415,12 +414,3 @@ def _parse_form(raw: bytes) -> dict[str, str]:
             raise _Refusal(400, "invalid_request", f"parameter {name} given twice")
         form[name] = value
     return form
-
-
-@contextlib.contextmanager
-def running_token_endpoint(**kwargs: Any) -> Iterator[TokenEndpoint]:
-    endpoint = TokenEndpoint(**kwargs).start()
-    try:
-        yield endpoint
-    finally:
-        endpoint.stop()

@@ -48,7 +48,7 @@ from idmsync.errors import (
     ServerError,
     ServerUnreachable,
     Unauthorized,
-    redact,
+    clip,
 )
 
 __all__ = [
@@ -71,7 +71,6 @@ SERVICE_ACCOUNT_CLIENT_ID = "service-account"
 ASSERTION_LIFETIME = 180
 #: a token is renewed this long before it expires: 10 % of its lifetime, at most 30 s
 MAX_EXPIRY_MARGIN = 30.0
-_MAX_SERVER_MESSAGE = 300
 _JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
 
 #: the token this task last put into a request: (flow id, token serial). The engine
@@ -278,8 +277,7 @@ class _TokenFlow(Credentials):
         return token
 
     def _clip(self, text: str) -> str:
-        text = redact(text, self.secret_values())
-        return text if len(text) <= _MAX_SERVER_MESSAGE else text[:_MAX_SERVER_MESSAGE] + "…"
+        return clip(text, self.secret_values())
 
 
 def _parse_private_jwk(private_jwk: Secret) -> tuple[RSAPrivateKey, str | None, tuple[str, ...]]:

@@ -29,7 +29,6 @@ class ResolvedTarget:
     flavour: Flavour
     credentials: Credentials
     tls: TlsOptions
-    in_cluster: bool
     summary: str  # for the printer column and messages: never holds a secret
 
 
@@ -92,7 +91,6 @@ async def resolve_target(
         flavour=flavour,
         credentials=credentials,
         tls=await _tls(spec, secrets),
-        in_cluster=in_cluster,
         summary=summary,
     )
 

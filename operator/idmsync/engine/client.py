@@ -36,7 +36,7 @@ from idmsync.errors import (
     ServerError,
     ServerUnreachable,
     Unauthorized,
-    redact,
+    clip,
 )
 
 __all__ = ["STAGE_COLLECTION", "IdmClient", "forget_server_versions"]
@@ -44,7 +44,6 @@ __all__ = ["STAGE_COLLECTION", "IdmClient", "forget_server_versions"]
 log = logging.getLogger(__name__)
 
 STAGE_COLLECTION = "repo/synchronisation/pooledSyncStage"
-_MAX_SERVER_MESSAGE = 300
 
 # Auto reads info/version once per server and process; concurrent resets share the answer.
 _versions: dict[str, tuple[Flavour, str | None]] = {}
@@ -292,8 +291,7 @@ class IdmClient:
         return self._clip(response.reason_phrase)
 
     def _clip(self, text: str) -> str:
-        text = redact(text, self.credentials.secret_values())
-        return text if len(text) <= _MAX_SERVER_MESSAGE else text[:_MAX_SERVER_MESSAGE] + "…"
+        return clip(text, self.credentials.secret_values())
 
 
 def _parse_stage(stage_id: str, body: Any) -> Stage:
