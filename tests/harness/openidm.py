@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.harness.net import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "tests" / "e2e" / "idm"
 
@@ -232,12 +234,6 @@ def resolve_openidm(versions: Sequence[str] = OPENIDM_VERSIONS) -> tuple[str, Pa
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

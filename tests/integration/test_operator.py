@@ -21,17 +21,12 @@ from tests.integration.conftest import (
     wait_for,
     wait_phase,
 )
-from tests.stub.fixtures import ADMIN_PASSWORD, LDAP_SOURCE, LDAP_STAGE
+from tests.stub.fixtures import ADMIN_PASSWORD, LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
 
 pytestmark = pytest.mark.controlplane
 
-STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
 BEARER = "bearer-Qm2x-never-print-me"
-
-
-def steps(stub: IdmStub) -> list[str]:
-    return [f"{r.method} {r.path.removeprefix('/openidm/')}" for r in stub.requests]
 
 
 def service_spec(port: int | str = "http", **extra: object) -> dict[str, object]:
@@ -94,7 +89,7 @@ class TestHappyPath:
         assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
         assert condition(body, "Reconciling")["status"] == "False"  # type: ignore[index]
         assert condition(body, "Stalled")["status"] == "False"  # type: ignore[index]
-        assert steps(idm) == [
+        assert idm.steps() == [
             "GET info/version",
             f"GET {STAGE_PATH}",
             f"DELETE {STAGE_PATH}",
@@ -303,7 +298,7 @@ class TestFailureReasons:
         kubectl.apply(reset_manifest("badpw", shared_namespace, service_spec()))
         failed(kubectl, shared_namespace, "badpw", "Unauthorized")
         # the informational info/version read, then the stage read: refused, not retried
-        assert steps(stub) == ["GET info/version", f"GET {STAGE_PATH}"]
+        assert stub.steps() == ["GET info/version", f"GET {STAGE_PATH}"]
         assert_no_secret_anywhere(kubectl, shared_namespace, "Wrong-Xy7-never-print-me")
         assert "Wrong-Xy7-never-print-me" not in operator.log()
 

@@ -23,12 +23,11 @@ from tests.integration.conftest import (
     wait_for,
     wait_phase,
 )
-from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE
+from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
 
 pytestmark = pytest.mark.controlplane
 
-STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
 SPEC = {
     "target": {"service": {"name": "idm", "port": "http"}},
     "auth": {"adminSecretRef": {"name": "idm-admin"}},

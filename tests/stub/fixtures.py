@@ -11,6 +11,7 @@ from tests.stub.idm_stub import IdmStub
 
 LDAP_SOURCE = "system/ldap/account"
 LDAP_STAGE = "SYSTEMLDAPACCOUNT"
+STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
 ADMIN_USER = "openidm-admin"
 # a distinctive value so tests can prove it never appears in any output
 ADMIN_PASSWORD = "pw-Zq8v-never-print-me"

@@ -181,6 +181,11 @@ class IdmStub:
                 if path_contains in r.path and (method is None or r.method == method)
             ]
 
+    def steps(self) -> list[str]:
+        """The request log as "METHOD path-under-/openidm", for comparing sequences."""
+        with self.lock:
+            return [f"{r.method} {r.path.removeprefix('/openidm/')}" for r in self.requests]
+
     def clear_log(self) -> None:
         with self.lock:
             self.requests.clear()

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE
+from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
 
 IDMSYNC = str(Path(sys.executable).with_name("idmsync"))
 BEARER = "bearer-Kx93-never-print-me"
-STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
 
 
 def idmsync(
@@ -36,10 +35,6 @@ def idmsync(
     for secret in (ADMIN_PASSWORD, BEARER):
         assert secret not in result.stdout + result.stderr, "a secret reached the output"
     return result
-
-
-def steps(stub: IdmStub) -> list[str]:
-    return [f"{r.method} {r.path.removeprefix('/openidm/')}" for r in stub.requests]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +61,7 @@ def test_reset_makes_exactly_read_delete_livesync_readback_with_the_flavours_hea
         admin=auth == "admin",
     )
     assert result.returncode == 0, result.stderr
-    assert steps(stub) == [
+    assert stub.steps() == [
         f"GET {STAGE_PATH}",
         f"DELETE {STAGE_PATH}",
         f"POST {LDAP_SOURCE}",
@@ -113,7 +108,7 @@ def test_auto_reports_the_version_and_dialect(stub: IdmStub) -> None:
         "api": "IDM7",
         "version": "7.0.2",
     }
-    assert steps(stub)[0] == "GET info/version"
+    assert stub.steps()[0] == "GET info/version"
 
 
 def test_stages_lists_ids_revs_and_tokens(stub: IdmStub) -> None:

@@ -55,14 +55,13 @@ from idmsync.errors import (
     TargetNotAllowed,
     Unauthorized,
 )
-from tests.stub.fixtures import LDAP_SOURCE, LDAP_STAGE
+from tests.stub.fixtures import LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
 from tests.stub.token_endpoint import JWT_BEARER, TokenEndpoint, new_rsa_key, private_jwk
 
 IDMSYNC = str(Path(sys.executable).with_name("idmsync"))
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
 LDAP = StageRef(LDAP_STAGE, LDAP_SOURCE)
-STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
 RESET_STEPS = [
     f"GET {STAGE_PATH}",
     f"DELETE {STAGE_PATH}",
@@ -144,10 +143,6 @@ def no_secret_in_logs(
         assert leaked(text, endpoint) == [], "a secret reached a log record"
 
 
-def steps(stub: IdmStub) -> list[str]:
-    return [f"{r.method} {r.path.removeprefix('/openidm/')}" for r in stub.requests]
-
-
 def service_account(endpoint: TokenEndpoint, **kwargs: object) -> ServiceAccountFlow:
     jwk = kwargs.pop("jwk", jwk_text())
     account = kwargs.pop("account", SA_ID)
@@ -185,7 +180,7 @@ async def test_a_service_account_resets_with_one_verified_jwt_bearer_request(
 
     assert outcome.stages[0].result is StageResult.DELETED
     assert outcome.stages[0].new_token == 105
-    assert steps(stub) == RESET_STEPS
+    assert stub.steps() == RESET_STEPS
     (granted,) = endpoint.requests
     assert granted.status == 200
     assert granted.path == "/am/oauth2/access_token"
@@ -231,7 +226,7 @@ async def test_client_credentials_reset_with_the_secret_in_the_form_or_as_basic(
     )
 
     assert outcome.stages[0].result is StageResult.DELETED
-    assert steps(stub) == RESET_STEPS
+    assert stub.steps() == RESET_STEPS
     (granted,) = endpoint.requests
     assert (granted.status, granted.basic) == (200, method == "basic")
     assert granted.path == "/am/oauth2/realms/root/access_token"
@@ -278,7 +273,7 @@ async def test_a_token_expiring_mid_run_is_renewed_before_use(
     assert outcome.stages[0].result is StageResult.DELETED
     assert outcome.stages[0].new_token == 105
     assert [r.status for r in endpoint.requests] == [200, 200]
-    assert steps(stub) == RESET_STEPS, "renewed before IDM could refuse it: no 401, no retry"
+    assert stub.steps() == RESET_STEPS, "renewed before IDM could refuse it: no 401, no retry"
     first, second = (t.value for t in endpoint.issued)
     tokens = [r.header("Authorization") for r in stub.requests]
     assert tokens == [f"Bearer {first}"] * 2 + [f"Bearer {second}"] * 2
@@ -315,7 +310,7 @@ async def test_an_idm_401_on_a_cached_token_refreshes_once_and_retries(
 
     assert outcome.stages[0].result is StageResult.DELETED
     assert endpoint.token_requests == 2, "exactly one refresh"
-    assert steps(stub) == [RESET_STEPS[0], *RESET_STEPS], "the refused read, retried once"
+    assert stub.steps() == [RESET_STEPS[0], *RESET_STEPS], "the refused read, retried once"
     old, new = (t.value for t in endpoint.issued)
     assert stub.requests[0].header("Authorization") == f"Bearer {old}"
     assert {r.header("Authorization") for r in stub.requests[1:]} == {f"Bearer {new}"}
@@ -634,7 +629,7 @@ def test_the_cli_resets_through_a_service_account(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "SYSTEMLDAPACCOUNT: Deleted; previous rev 1 token 100; new token 105" in result.stdout
-    assert steps(stub) == RESET_STEPS
+    assert stub.steps() == RESET_STEPS
     assert [r.status for r in endpoint.requests] == [200]
     assert endpoint.requests[0].form["client_id"] == "service-account"
 
@@ -653,7 +648,7 @@ def test_the_cli_resets_through_client_credentials(
     result = idmsync(endpoint, "reset", "--url", stub.url, "--source", LDAP_SOURCE, "-v", env=env)
     assert result.returncode == 0, result.stderr
     assert "new token 105" in result.stdout
-    assert steps(stub) == ["GET info/version", *RESET_STEPS]
+    assert stub.steps() == ["GET info/version", *RESET_STEPS]
     (granted,) = endpoint.requests
     assert (granted.status, granted.basic) == (200, method == "basic")
 

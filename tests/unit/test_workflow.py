@@ -35,7 +35,7 @@ from idmsync.errors import (
     Unauthorized,
     VerifyTimeout,
 )
-from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE
+from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
@@ -56,13 +56,6 @@ async def client_for(stub: IdmStub) -> AsyncIterator[ClientFactory]:
         yield make
 
 
-def steps(stub: IdmStub) -> list[str]:
-    return [f"{r.method} {r.path.removeprefix('/openidm/')}" for r in stub.requests]
-
-
-STAGE_PATH = f"repo/synchronisation/pooledSyncStage/{LDAP_STAGE}"
-
-
 async def test_a_reset_reads_deletes_with_the_read_rev_triggers_and_reads_back(
     stub: IdmStub, client_for: ClientFactory
 ) -> None:
@@ -73,7 +66,7 @@ async def test_a_reset_reads_deletes_with_the_read_rev_triggers_and_reads_back(
 
     outcome = await run_reset(client_for(), [LDAP], ResetOptions(), observer=observe)
 
-    assert steps(stub) == [
+    assert stub.steps() == [
         f"GET {STAGE_PATH}",
         f"DELETE {STAGE_PATH}",
         f"POST {LDAP_SOURCE}",
@@ -333,8 +326,8 @@ class TestPauseSchedules:
     ) -> None:
         await run_reset(client_for(), [LDAP], ResetOptions(pause_schedules=True))
         assert stub.scheduler_calls == ["pauseJobs", "resumeJobs"]
-        assert steps(stub)[0] == "POST scheduler/job"
-        assert steps(stub)[-1] == "POST scheduler/job"
+        assert stub.steps()[0] == "POST scheduler/job"
+        assert stub.steps()[-1] == "POST scheduler/job"
 
     async def test_resumed_when_the_reset_fails(
         self, stub: IdmStub, client_for: ClientFactory
@@ -427,7 +420,7 @@ class TestResume:
             LDAP_STAGE, LDAP_SOURCE, Step.CHANGED, "1", 100, result=StageResult.DELETED
         )
         await run_reset(client_for(), [LDAP], ResetOptions(), progress={LDAP_STAGE: progress})
-        assert steps(stub) == [f"POST {LDAP_SOURCE}", f"GET {STAGE_PATH}"]
+        assert stub.steps() == [f"POST {LDAP_SOURCE}", f"GET {STAGE_PATH}"]
 
     async def test_done_stages_are_left_alone(
         self, stub: IdmStub, client_for: ClientFactory
