@@ -47,7 +47,7 @@ def idm_server(kind: str) -> Iterator[tuple[str, str, str, str]]:
                 yield real.idm_url, real.admin_user, real.admin_password, real.ldap_source
             return
         if kind == "real":
-            raise SystemExit(openidm.openidm_missing_message())
+            raise SystemExit("OpenIDM is not built: run `make idm-dist`")
         print("(OpenIDM is not available here: using the protocol-faithful IDM stub)")
     stub = IdmStub(username="openidm-admin", password="openidm-admin").start()
     stub.add_source("system/ldap/account", latest=105)

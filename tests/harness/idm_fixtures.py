@@ -6,17 +6,13 @@
   ``ldap_source``, ``csv_source``, ``ldap_url``/``ldap_bind_dn``/``ldap_bind_password``/
   ``ldap_base_dn``, ``ldap_modify()``, ``ldap_replace()``, ``last_change_number()``.
 
-Tests using them carry ``@pytest.mark.openidm``. Neither fixture skips:
-
-* distribution not in the cache -> the test FAILS, naming ``make idm-dist``;
-* OpenIDM checked by ``make idm-dist`` and refused by Maven Central (recorded in
-  ``$IDMSYNC_CACHE/openidm-unavailable.json``) -> the test is reported XFAIL with Maven's exact
-  error as the reason; with ``IDMSYNC_REQUIRE_OPENIDM=1`` it FAILS instead.
+Tests using them carry ``@pytest.mark.openidm``. Neither fixture skips or xfails: a server
+that is not built (``make idm-dist``) or does not start FAILS the test, with the reason and the
+tail of the server's log.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -59,11 +55,9 @@ def real_ldap() -> Iterator[harness.OpenDJ]:
 @pytest.fixture(scope="session")
 def real_idm(request: pytest.FixtureRequest) -> Iterator[harness.RealIDM]:
     if harness.cached_openidm() is None:
-        message = harness.openidm_missing_message()
-        refused = harness.openidm_unavailable_record().is_file()
-        if refused and not os.environ.get("IDMSYNC_REQUIRE_OPENIDM"):
-            pytest.xfail(message)
-        pytest.fail(message, pytrace=False)
+        pytest.fail(
+            f"OpenIDM is not built in {harness.cache_root()}: run `make idm-dist`", pytrace=False
+        )
     dj: harness.OpenDJ = request.getfixturevalue("real_ldap")
     idm = harness.OpenIDM(opendj=dj)
     try:

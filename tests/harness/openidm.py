@@ -1,15 +1,14 @@
 """Real-IDM test harness: OpenDJ (LDAP + external changelog) and OpenIDM on loopback.
 
-Distributions come from Maven Central only (``mvn dependency:copy``) and are cached,
-unpacked and pristine, under ``${IDMSYNC_CACHE:-~/.cache/idmsync}``:
+Both come from Maven Central only and are cached under ``${IDMSYNC_CACHE:-~/.cache/idmsync}``:
 
-* ``opendj-<v>/``  zip + ``opendj/`` install tree + ``dist.json``
-* ``openidm-<v>/`` zip + ``openidm/`` install tree + ``dist.json``
-* ``openidm-unavailable.json``: written when Central serves none of the OpenIDM versions
-  tried, with the exact Maven error per version (the fixture reports it verbatim).
+* ``opendj-<v>/``: the OpenDJ zip (``mvn dependency:copy``), its unpacked tree and ``dist.json``;
+* ``openidm-6.1.0-<hash>/openidm``: OpenIDM 6.1.0 built from its runtime jars with our own POM,
+  launcher configuration, ``conf/`` and scripts (``tests/harness/openidm_dist.py``,
+  ``tools/openidm/``). Central serves no OpenIDM distribution zip, so we assemble one.
 
-``IDMSYNC_OPENIDM_HOME=/path/to/openidm`` names an unpacked OpenIDM to use instead (one you
-have from elsewhere; the harness never downloads outside the registry).
+``IDMSYNC_OPENIDM_HOME=/path/to/openidm`` names an unpacked stock OpenIDM to use instead (a 7.x
+one, say; the harness never downloads outside the registry).
 
 Every run copies the pristine trees into fresh temp dirs, so runs are independent.
 All servers listen on 127.0.0.1 (exception: OpenDJ's replication port, see below).
@@ -41,8 +40,8 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from tests.harness import openidm_dist
 from tests.harness.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +54,6 @@ OPENDJ_ARTIFACT = "opendj-server-legacy"
 # "RuntimeException(Not implemented)"; tests/e2e/test_openidm_facts.py pins this.
 OPENDJ_VERSION = os.environ.get("IDMSYNC_OPENDJ_VERSION", "4.6.4")
 
-OPENIDM_GROUP = "org.openidentityplatform.openidm"
-OPENIDM_ARTIFACT = "openidm-zip"
-# Tried in order; the first one Central serves wins.
-OPENIDM_VERSIONS: tuple[str, ...] = tuple(
-    v for v in os.environ.get("IDMSYNC_OPENIDM_VERSIONS", "7.0.2,7.0.1").split(",") if v
-)
-
 LOOPBACK = "127.0.0.1"
 LDAP_BASE_DN = "dc=example,dc=com"
 LDAP_BIND_DN = "cn=Directory Manager"
@@ -71,7 +63,8 @@ IDM_ADMIN_PASSWORD = "openidm-admin"  # OpenIDM's shipped default
 LDAP_SOURCE = "system/ldap/account"
 CSV_SOURCE = "system/hr/account"
 
-JAVA17_LDAP_EXPORTS = "--add-exports java.base/com.sun.jndi.ldap=ALL-UNNAMED"
+# The LDAP connector uses JNDI internals (module java.naming) on Java 17.
+JAVA17_LDAP_EXPORTS = "--add-exports=java.naming/com.sun.jndi.ldap=ALL-UNNAMED"
 
 
 class DistUnavailableError(RuntimeError):
@@ -97,10 +90,6 @@ def opendj_home(version: str = OPENDJ_VERSION) -> Path:
     return cache_root() / f"opendj-{version}" / "opendj"
 
 
-def openidm_unavailable_record() -> Path:
-    return cache_root() / "openidm-unavailable.json"
-
-
 def local_openidm() -> tuple[str, Path] | None:
     """A developer-supplied unpacked install named by IDMSYNC_OPENIDM_HOME (not from Maven)."""
     env = os.environ.get("IDMSYNC_OPENIDM_HOME")
@@ -115,15 +104,12 @@ def local_openidm() -> tuple[str, Path] | None:
 
 
 def cached_openidm() -> tuple[str, Path] | None:
-    """(version, pristine install dir): IDMSYNC_OPENIDM_HOME, else the first cached version."""
+    """(version, pristine install dir): IDMSYNC_OPENIDM_HOME, else the one we built."""
     local = local_openidm()
     if local:
         return local
-    for v in OPENIDM_VERSIONS:
-        home = cache_root() / f"openidm-{v}" / "openidm"
-        if (home / "startup.sh").is_file():
-            return v, home
-    return None
+    home = openidm_dist.built_home()
+    return (openidm_dist.VERSION, home) if home is not None else None
 
 
 def _mvn_copy(group: str, artifact: str, version: str, ext: str, out_dir: Path) -> Path:
@@ -199,38 +185,9 @@ def resolve_opendj(version: str = OPENDJ_VERSION) -> Path:
     return home
 
 
-def resolve_openidm(versions: Sequence[str] = OPENIDM_VERSIONS) -> tuple[str, Path]:
-    """First OpenIDM version Central serves; records every refusal in openidm-unavailable.json."""
-    found = cached_openidm()
-    if found:
-        return found
-    errors: dict[str, str] = {}
-    for v in versions:
-        d = cache_root() / f"openidm-{v}"
-        try:
-            zip_path = _mvn_copy(OPENIDM_GROUP, OPENIDM_ARTIFACT, v, "zip", d)
-        except DistUnavailableError as e:
-            errors[v] = str(e)
-            log(f"OpenIDM {v}: not served: {e}")
-            with contextlib.suppress(OSError):
-                d.rmdir()
-            continue
-        home = _unpack(zip_path, d, "openidm")
-        _write_dist_json(d, f"{OPENIDM_GROUP}:{OPENIDM_ARTIFACT}:{v}:zip", zip_path)
-        openidm_unavailable_record().unlink(missing_ok=True)
-        log(f"OpenIDM {v}: {zip_path.stat().st_size} bytes, unpacked in {home}")
-        return v, home
-    record = {
-        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "artifact": f"{OPENIDM_GROUP}:{OPENIDM_ARTIFACT}:<version>:zip",
-        "errors": errors,
-    }
-    openidm_unavailable_record().parent.mkdir(parents=True, exist_ok=True)
-    openidm_unavailable_record().write_text(json.dumps(record, indent=2) + "\n")
-    raise DistUnavailableError(
-        "OpenIDM is not served by Maven Central: "
-        + "; ".join(f"{v}: {msg}" for v, msg in errors.items())
-    )
+def resolve_openidm() -> tuple[str, Path]:
+    """IDMSYNC_OPENIDM_HOME, else OpenIDM 6.1.0 built from Central (DistBuildError if it fails)."""
+    return cached_openidm() or (openidm_dist.VERSION, openidm_dist.build())
 
 
 # --------------------------------------------------------------------------- processes
@@ -663,7 +620,10 @@ class OpenIDM:
     def start(self, ready_timeout: float = 600) -> None:
         found = cached_openidm()
         if found is None:
-            raise DistUnavailableError(openidm_missing_message())
+            raise DistUnavailableError(
+                f"OpenIDM {openidm_dist.VERSION} is not built in {cache_root()}: "
+                "run `make idm-dist`"
+            )
         self.version, pristine = found
         t0 = time.monotonic()
         self.workdir = Path(tempfile.mkdtemp(prefix="idmsync-openidm-"))
@@ -725,15 +685,20 @@ class OpenIDM:
         )
 
     def _loopback_only(self) -> None:
-        """Jetty connectors on 127.0.0.1; OrientDB's embedded network server (fixed ports 2424 on
-        all interfaces and 2480) off -- the repository itself is opened in-process (plocal)."""
+        """Jetty on 127.0.0.1 only. Our build's jetty.xml already says so and names its connector
+        "127.0.0.1:@@HTTP_PORT@@" (pax-web adopts a connector only by that name). A stock install
+        (IDMSYNC_OPENIDM_HOME) gets the same by rewriting: host on the connector, pax-web's
+        listening address, and OrientDB's embedded network server (ports 2424 on all interfaces
+        and 2480) off -- the repository itself is opened in-process (plocal)."""
         jetty = self.home / "conf" / "jetty.xml"
-        if jetty.is_file():
-            text = jetty.read_text()
+        text = jetty.read_text() if jetty.is_file() else ""
+        if "@@HTTP_PORT@@" in text:
+            jetty.write_text(text.replace("@@HTTP_PORT@@", str(self.http_port)))
+            return
+        if text:
             text, n = re.subn(
                 r'(?m)^(\s*)<Set name="port">', rf'\1<Set name="host">{LOOPBACK}</Set>\n\g<0>', text
             )
-            # pax-web matches its listeners to jetty.xml connectors by name "<host>:<port>".
             text = text.replace('<Property name="jetty.host" default="0.0.0.0" />', LOOPBACK)
             jetty.write_text(text)
             if n == 0:
@@ -782,27 +747,6 @@ class OpenIDM:
             self.workdir = None
         with contextlib.suppress(ValueError):
             _ALIVE.remove(self)
-
-
-def short_maven_error(line: str) -> str:
-    """'[ERROR] Failed to execute goal ...: Could not find artifact X in central (URL) -> [Help 1]'
-    -> 'Could not find artifact X in central'."""
-    m = re.search(
-        r"(Could not (?:find|transfer) artifact .*?)(?: \(\S+\))?(?: -> \[Help \d+\])?$", line
-    )
-    return m.group(1) if m else line
-
-
-def openidm_missing_message() -> str:
-    rec = openidm_unavailable_record()
-    if rec.is_file():
-        data: dict[str, Any] = json.loads(rec.read_text())
-        errs = "; ".join(short_maven_error(e) for e in data.get("errors", {}).values())
-        return (
-            f"OpenIDM distribution unavailable: Maven Central does not serve "
-            f"{data.get('artifact')} (checked {data.get('checked_at')} by `make idm-dist`): {errs}"
-        )
-    return f"OpenIDM distribution missing from {cache_root()}: run `make idm-dist`"
 
 
 # --------------------------------------------------------------------------- the pair
@@ -894,13 +838,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     cmd = args.pop(0) if args and not args[0].startswith("-") else "run"
     if cmd == "resolve":
-        resolve_opendj()
         try:
+            resolve_opendj()
             v, home = resolve_openidm()
-            log(f"OpenIDM {v} cached in {home}")
-        except DistUnavailableError as e:
-            log(f"OpenIDM NOT AVAILABLE: {e} (recorded in {openidm_unavailable_record()})")
-            return 1 if os.environ.get("IDMSYNC_REQUIRE_OPENIDM") else 0
+        except (DistUnavailableError, openidm_dist.DistBuildError) as e:
+            log(f"FAILED: {e}")
+            return 1
+        log(f"OpenIDM {v} ready to run from {home}")
         return 0
     if cmd != "run":
         print(__doc__, file=sys.stderr)

@@ -1,0 +1,2 @@
+// The sync service runs this script after every mapping; no assignments to cache here.
+return null
