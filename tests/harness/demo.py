@@ -1,11 +1,19 @@
 """``make demo``: the main job end to end, for a person to watch.
 
-Starts a local control plane (etcd + kube-apiserver), an IDM (real OpenIDM when
-its distribution is cached and ``--idm real`` or ``auto`` finds it, the IDM stub
-otherwise), installs the CRD and RBAC, runs the operator as the least-privilege
-ServiceAccount, applies ``manifests/samples/service-admin-secret.yaml`` pointed
-at that IDM, prints the resource's status transitions and the sync token before
-and after, checks ``kubectl wait --for=condition=Ready``, and tears it all down.
+Starts a local control plane (etcd + kube-apiserver) and real OpenDJ + OpenIDM 6.1.0 (built from
+Maven Central by ``make idm-dist``; ``--idm stub`` uses the protocol-faithful IDM stub instead),
+installs the CRD and RBAC, runs the operator as its least-privilege ServiceAccount, and tells the
+KB article's story with the real servers' numbers:
+
+1. liveSync has run: the stage's token is the directory's lastChangeNumber;
+2. the directory is "restored" from an older backup: the stored token is now ahead of it;
+3. a directory change does not reach the managed user (liveSync is stuck);
+4. ``manifests/samples/service-admin-secret.yaml`` is applied, pointed at that IDM: status
+   transitions, the audit (previous rev and token), ``kubectl wait --for=condition=Ready``;
+5. a new directory change reaches the managed user again; the one made while stuck did not
+   (that is what a reconciliation is for).
+
+Then everything is torn down.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.harness.controlplane import ControlPlane
+from tests.harness.openidm import RealIDM
 from tests.harness.operator_process import IDMSYNC, OperatorProcess
 from tests.stub.idm_stub import IdmStub
 
@@ -36,24 +46,116 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
+class Story:
+    """The KB's story told against real OpenDJ + OpenIDM, each step with its numbers."""
+
+    STAGE = "SYSTEMLDAPACCOUNT"
+    MAPPING = "systemLdapAccounts_managedUser"
+
+    def __init__(self, real: RealIDM) -> None:
+        self.real = real
+        self.http = httpx.Client(
+            base_url=f"{real.idm_url}/openidm", headers=real.admin_headers, timeout=120
+        )
+
+    def stage(self) -> dict[str, Any]:
+        response = self.http.get(f"repo/synchronisation/pooledSyncStage/{self.STAGE}")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def token(self) -> int:
+        return int(self.stage()["connectorData"]["syncToken"])
+
+    def livesync(self) -> None:
+        self.http.post(self.real.ldap_source, params={"_action": "liveSync"}).raise_for_status()
+
+    def phone_in_idm(self, user: str) -> str:
+        found = self.http.get(
+            "managed/user", params={"_queryFilter": f'userName eq "{user}"'}
+        ).json()["result"]
+        return str(found[0].get("telephoneNumber")) if found else "(no managed user)"
+
+    def change_phone(self, user: str, phone: str) -> int:
+        dn = f"uid={user},ou=People,{self.real.ldap_base_dn}"
+        return self.real.ldap_replace(dn, "telephoneNumber", phone)
+
+    def numbers(self) -> str:
+        return (
+            f"stored token {self.token()}, "
+            f"directory lastChangeNumber {self.real.last_change_number()}"
+        )
+
+    def before(self) -> None:
+        say("1. liveSync works: directory changes reach IDM, the stage follows the changelog")
+        self.livesync()  # a first liveSync creates the stage at the latest change
+        self.http.post(
+            "recon",
+            params={"_action": "recon", "mapping": self.MAPPING, "waitForCompletion": "true"},
+        ).raise_for_status()
+        for user, phone in (("tmorris", "+1 555 0001"), ("tmorris", "+1 555 0002")):
+            change = self.change_phone(user, phone)
+            print(f"  change number {change} in OpenDJ: {user}'s phone = {phone}")
+        self.livesync()
+        print(f"  after liveSync, tmorris's phone in IDM: {self.phone_in_idm('tmorris')}")
+        print(f"  {self.numbers()}")
+
+        say('2. the directory is "restored" from an older backup: the stored token is now ahead')
+        # Restoring OpenDJ from a backup 50 changes older leaves exactly this: a stored token
+        # above the directory's lastChangeNumber. Written through IDM's own REST API.
+        stage = self.stage()
+        ahead = self.real.last_change_number() + 50
+        stage["connectorData"]["syncToken"] = ahead
+        self.http.put(
+            f"repo/synchronisation/pooledSyncStage/{self.STAGE}",
+            json={"_id": self.STAGE, "connectorData": stage["connectorData"]},
+            headers={"If-Match": f'"{stage["_rev"]}"'},
+        ).raise_for_status()
+        print(f"  {self.numbers()}")
+
+        say("3. liveSync is stuck: a directory change does not reach IDM")
+        change = self.change_phone("bjensen", "+1 555 0100 (made while stuck)")
+        self.livesync()
+        print(
+            f"  change number {change} in OpenDJ: bjensen's phone = +1 555 0100 (made while stuck)"
+        )
+        print(f"  after liveSync, bjensen's phone in IDM: {self.phone_in_idm('bjensen')}")
+        print(f"  {self.numbers()}")
+
+    def after(self) -> None:
+        say("5. after the reset: liveSync picks up directory changes again")
+        print(f"  {self.numbers()}")
+        phone = "+1 555 0200"
+        change = self.change_phone("scarter", phone)
+        self.livesync()
+        print(f"  change number {change} in OpenDJ: scarter's phone = {phone}")
+        print(f"  after liveSync, scarter's phone in IDM: {self.phone_in_idm('scarter')}")
+        print(f"  bjensen's phone in IDM: {self.phone_in_idm('bjensen')} (OpenDJ: +1 555 0100)")
+        print(
+            "  (the change made while liveSync was stuck is not replayed: a reset skips it;"
+            " a reconciliation of the mapping catches it up)"
+        )
+        print(f"  {self.numbers()}")
+
+
 @contextlib.contextmanager
-def idm_server(kind: str) -> Iterator[tuple[str, str, str, str]]:
-    """(server url, username, password, liveSync source) of a running IDM."""
-    if kind in ("real", "auto"):
+def idm_server(kind: str) -> Iterator[tuple[str, str, str, str, Story | None]]:
+    """(server url, username, password, liveSync source, story) of a running IDM."""
+    if kind == "real":
         from tests.harness import openidm
 
-        if openidm.cached_openidm() is not None:
-            with openidm.running() as real:
-                yield real.idm_url, real.admin_user, real.admin_password, real.ldap_source
-            return
-        if kind == "real":
-            raise SystemExit("OpenIDM is not built: run `make idm-dist`")
-        print("(OpenIDM is not available here: using the protocol-faithful IDM stub)")
+        if openidm.cached_openidm() is None:
+            raise SystemExit("OpenIDM is not built: run `make idm-dist` (or DEMO_IDM=stub)")
+        with openidm.running() as real:
+            story = Story(real)
+            yield real.idm_url, real.admin_user, real.admin_password, real.ldap_source, story
+        return
+    print("(DEMO_IDM=stub: the protocol-faithful IDM stub stands in for OpenIDM)")
     stub = IdmStub(username="openidm-admin", password="openidm-admin").start()
     stub.add_source("system/ldap/account", latest=105)
     stub.put_stage("SYSTEMLDAPACCOUNT", 100)
     try:
-        yield stub.url, "openidm-admin", "openidm-admin", "system/ldap/account"
+        yield stub.url, "openidm-admin", "openidm-admin", "system/ldap/account", None
     finally:
         stub.stop()
 
@@ -86,24 +188,20 @@ def sample_documents(port: int, source: str, password: str) -> list[dict[str, An
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idm", choices=("auto", "real", "stub"), default="auto")
+    parser.add_argument("--idm", choices=("real", "stub"), default="real")
     args = parser.parse_args()
-    with ControlPlane() as plane, idm_server(args.idm) as (url, user, password, source):
+    with (
+        ControlPlane() as plane,
+        idm_server(args.idm) as (url, user, password, source, story),
+    ):
         kubectl = plane.kubectl
         port = int(url.rsplit(":", 1)[1])
-        say(f"IDM at {url}; sync stages before the reset:")
-        if source == "system/ldap/account" and "SYSTEMLDAPACCOUNT" not in stages(
-            url, user, password
-        ):
-            subprocess.run(  # a first liveSync creates the stage, as in the KB article
-                [IDMSYNC, "reset", "--url", url, "--source", source, "--dry-run"],
-                env={"IDM_USERNAME": user, "IDM_PASSWORD": password},
-                check=False,
-                capture_output=True,
-            )
+        if story is not None:
+            story.before()
+        say(f"IDM at {url}; sync stages before the reset (idmsync stages):")
         print(stages(url, user, password))
 
-        say("installing the CRD, RBAC and the operator (as its least-privilege ServiceAccount)")
+        say("4. installing the CRD, RBAC and the operator (as its least-privilege ServiceAccount)")
         kubectl("apply", "--server-side", "-k", str(ROOT / "manifests" / "crd"))
         kubectl("wait", "--for=condition=Established", "crd/synctokenresets.idmsync.dev")
         kubectl("create", "namespace", "idmsync-system")
@@ -117,7 +215,7 @@ def main() -> int:
             operator = OperatorProcess(sa_config, log, namespaces=NAMESPACE).start()
             try:
                 run_sample(kubectl, port, source, password)
-                say("sync stages after the reset:")
+                say("sync stages after the reset (idmsync stages):")
                 print(stages(url, user, password))
                 say("Events on the resource:")
                 print(
@@ -133,6 +231,8 @@ def main() -> int:
                 )
             finally:
                 operator.stop()
+        if story is not None:
+            story.after()
     say("torn down: control plane, IDM and operator stopped")
     return 0
 
