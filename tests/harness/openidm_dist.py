@@ -101,8 +101,8 @@ def layout_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def dist_dir() -> Path:
-    return cache_root() / f"openidm-{VERSION}-{layout_hash()}"
+def dist_dir(digest: str | None = None) -> Path:
+    return cache_root() / f"openidm-{VERSION}-{digest or layout_hash()}"
 
 
 def built_home() -> Path | None:
@@ -358,7 +358,8 @@ def build() -> Path:
     if home is not None:
         return home
     t0 = time.monotonic()
-    target = dist_dir()
+    digest = layout_hash()  # once: the inputs may be edited while Maven runs
+    target = dist_dir(digest)
     target.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=target))
     try:
@@ -371,7 +372,7 @@ def build() -> Path:
         size = sum(f.stat().st_size for f in jars.iterdir())
         info = {
             "version": VERSION,
-            "layout_hash": layout_hash(),
+            "layout_hash": digest,
             "artifacts": len(artifacts()),
             "download_bytes": size,
             "jars": counts,
