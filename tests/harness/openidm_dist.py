@@ -382,7 +382,9 @@ def build() -> Path:
         staged.rename(target / "openidm")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for old in cache_root().glob(f"openidm-{VERSION}-*"):
+    # Keep a few layouts (several checkouts of the repo may share the cache), drop the oldest.
+    layouts = sorted(cache_root().glob(f"openidm-{VERSION}-*"), key=lambda d: d.stat().st_mtime)
+    for old in layouts[:-3]:
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
     log(f"OpenIDM {VERSION} built in {time.monotonic() - t0:.1f}s: {target / 'openidm'} {info}")
