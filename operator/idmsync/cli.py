@@ -41,27 +41,24 @@ from idmsync.engine import (
     select_stages,
 )
 from idmsync.errors import (
-    Forbidden,
+    BadInput,
+    CredentialsRefused,
     IdmSyncError,
     InvalidSpec,
-    ServerError,
-    ServerUnreachable,
-    TargetNotAllowed,
-    Unauthorized,
+    ServerFailure,
+    TransportFailure,
     VerifyTimeout,
     redact,
 )
 
 __all__ = ["EXIT_CODES", "main"]
 
-#: exit status by error class; anything else that fails exits 1
+#: exit status by error category (see idmsync.errors); anything else that fails exits 1
 EXIT_CODES: dict[type[IdmSyncError], int] = {
-    InvalidSpec: 2,
-    TargetNotAllowed: 2,
-    Unauthorized: 3,
-    Forbidden: 3,
-    ServerUnreachable: 4,
-    ServerError: 4,
+    BadInput: 2,
+    CredentialsRefused: 3,
+    TransportFailure: 4,
+    ServerFailure: 4,
     VerifyTimeout: 5,
 }
 
@@ -211,7 +208,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--output", choices=("text", "json"), default="text")
     server.add_argument(
-        "--retries", type=int, default=5, help="tries per request on transient errors (5)"
+        "--retries",
+        type=int,
+        default=5,
+        help="tries per read on transient errors; a change whose answer was lost is read "
+        "back and tried again only if it did not happen, at most 3 times (5)",
+    )
+    server.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for each answer (30)"
     )
     server.add_argument(
         "--retry-delay", type=float, default=0.5, help="first backoff delay in seconds (0.5)"
@@ -282,6 +286,7 @@ def _outcome_json(outcome: ResetOutcome) -> dict[str, Any]:
             {
                 k: (str(v) if k in ("step", "result") and v is not None else v)
                 for k, v in asdict(stage).items()
+                if k != "changed_rev"  # engine bookkeeping, not part of the audit
             }
             for stage in outcome.stages
         ],
@@ -291,7 +296,7 @@ def _outcome_json(outcome: ResetOutcome) -> dict[str, Any]:
 async def _run(args: argparse.Namespace, credentials: Credentials, out: TextIO) -> None:
     server_url = args.url.rstrip("/")
     client_tls = _tls(args)
-    async with make_http_client(client_tls) as http:
+    async with make_http_client(client_tls, timeout=args.timeout) as http:
         client = IdmClient(
             server_url,
             credentials,
@@ -320,7 +325,8 @@ async def _run(args: argparse.Namespace, credentials: Credentials, out: TextIO) 
         for stage in outcome.stages:
             print(
                 f"{stage.id}: {stage.result}; previous rev {stage.previous_rev} token "
-                f"{stage.previous_token!r}; new token {stage.new_token!r}",
+                f"{stage.previous_token!r}; new token {stage.new_token!r}"
+                + (f" ({stage.message})" if stage.message else ""),
                 file=out,
             )
 

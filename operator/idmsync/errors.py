@@ -1,9 +1,26 @@
 """One exception hierarchy for everything that can go wrong in a reset.
 
 Every error carries a machine-readable ``reason`` (it becomes the status
-``reason`` on the resource and the CLI's error prefix) and says whether trying
-again could help (``retryable``): the controller maps that onto kopf's
-TemporaryError / PermanentError, the engine's retry loop onto backoff.
+``reason`` on the resource and the CLI's error prefix) and belongs to one
+category, as httpx groups its exceptions, so callers catch by category instead
+of listing classes:
+
+- :class:`BadInput`: the spec or command line breaks a rule (CLI exit 2; not requeued)
+- :class:`ReferenceMissing`: a Secret, key or Service it names is missing (requeued)
+- :class:`CredentialsRefused`: 401 / 403 (exit 3; not requeued)
+- :class:`TransportFailure`: refused, reset, timed out, answer lost (exit 4; requeued)
+- :class:`ServerFailure`: 5xx, liveSync failed on the server (exit 4; requeued)
+- :class:`ServerRefused`: the server said no or made no sense: 404, 409, 412, bad JSON
+  (exit 1; only a 412 is requeued)
+- :class:`VerifyTimeout` (exit 5) and :class:`InternalError` (a bug; requeued) stand alone.
+
+Two decisions are kept apart. *Repeating one HTTP request* is the client's:
+only a safe or idempotent request, or one proven never sent (the connection
+was not made), is sent again. ``outcome_unknown`` marks an error after which a
+change (DELETE, PUT, liveSync) may or may not have been carried out: the
+workflow re-reads the stage to learn which, and never repeats it blindly.
+*Running the reset again* is the controller's: ``requeue`` says whether a
+later run could succeed, within one budget per reset.
 
 Messages never contain secret values: they are built from status codes, URLs
 (which the contract forbids to carry user-info) and the server's own error
@@ -15,20 +32,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "BadInput",
+    "CredentialsRefused",
     "Forbidden",
     "IdmSyncError",
     "InternalError",
     "InvalidSpec",
+    "InvalidStatus",
     "LiveSyncFailed",
     "NotFound",
     "ProtocolError",
+    "ReferenceMissing",
     "RevisionConflict",
     "SecretKeyMissing",
     "SecretNotFound",
     "ServerError",
+    "ServerFailure",
+    "ServerRefused",
     "ServerUnreachable",
     "ServiceNotFound",
     "TargetNotAllowed",
+    "TransportFailure",
     "Unauthorized",
     "VerifyTimeout",
     "clip",
@@ -58,95 +82,162 @@ class IdmSyncError(Exception):
     """Base of every idmsync error."""
 
     reason: str = "Error"
-    retryable: bool = False
+    #: whether running the reset again later could succeed (the controller's decision)
+    requeue: bool = False
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, outcome_unknown: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        #: the request may have been carried out although no answer says so
+        self.outcome_unknown = outcome_unknown
 
     def __str__(self) -> str:
         return self.message
 
 
-# --- caused by the request itself: fix the spec / the command line -------------------
+# --- categories ----------------------------------------------------------------------
 
 
-class InvalidSpec(IdmSyncError):
+class BadInput(IdmSyncError):
+    """The request breaks a rule: fix the spec or the command line. Nothing was sent."""
+
+
+class ReferenceMissing(IdmSyncError):
+    """Something the resource names (a Secret, a key, a Service) does not exist yet."""
+
+    requeue = True  # creating it fixes it
+
+
+class CredentialsRefused(IdmSyncError):
+    """The server (or the token endpoint) refused the credentials."""
+
+
+class TransportFailure(IdmSyncError):
+    """No usable answer: connection refused or reset, DNS, timeout, answer lost."""
+
+    requeue = True
+
+
+class ServerFailure(IdmSyncError):
+    """The server answered that it failed (5xx)."""
+
+    requeue = True
+
+
+class ServerRefused(IdmSyncError):
+    """The server answered no, or something idmsync does not understand."""
+
+
+# --- BadInput ------------------------------------------------------------------------
+
+
+class InvalidSpec(BadInput):
     """The request breaks a rule of the API contract (pattern, exactly-one-of, ...)."""
 
     reason = "InvalidSpec"
 
 
-class TargetNotAllowed(IdmSyncError):
+class TargetNotAllowed(BadInput):
     """The server named is outside the allow-list, or would receive credentials in clear."""
 
     reason = "TargetNotAllowed"
 
 
-class SecretNotFound(IdmSyncError):
+class InvalidStatus(BadInput):
+    """The resource's status cannot be read safely; resuming from it could repeat a change."""
+
+    reason = "InvalidStatus"
+
+
+# --- ReferenceMissing ----------------------------------------------------------------
+
+
+class SecretNotFound(ReferenceMissing):
     """A Secret the resource names does not exist in its namespace (yet)."""
 
     reason = "SecretNotFound"
-    retryable = True  # creating the Secret fixes it
 
 
-class SecretKeyMissing(IdmSyncError):
+class SecretKeyMissing(ReferenceMissing):
     """The Secret exists but lacks a key the resource names."""
 
     reason = "SecretKeyMissing"
-    retryable = True
 
 
-class ServiceNotFound(IdmSyncError):
+class ServiceNotFound(ReferenceMissing):
     """The target Service (or its named port) does not exist in the resource's namespace."""
 
     reason = "ServiceNotFound"
-    retryable = True
 
 
-# --- the server said no -------------------------------------------------------------
+# --- CredentialsRefused --------------------------------------------------------------
 
 
-class Unauthorized(IdmSyncError):
+class Unauthorized(CredentialsRefused):
     """401: the credentials were refused."""
 
     reason = "Unauthorized"
 
 
-class Forbidden(IdmSyncError):
+class Forbidden(CredentialsRefused):
     """403: the credentials are valid but may not do this."""
 
     reason = "Forbidden"
 
 
-class NotFound(IdmSyncError):
+# --- ServerRefused -------------------------------------------------------------------
+
+
+class NotFound(ServerRefused):
     """404: on a stage the engine turns it into the result ``AlreadyAbsent``."""
 
     reason = "NotFound"
 
 
-class RevisionConflict(IdmSyncError):
+class RevisionConflict(ServerRefused):
     """412: the stage changed since we read it (a liveSync ran). Re-read and retry."""
 
     reason = "RevisionConflict"
-    retryable = True
+    requeue = True
 
 
-class ProtocolError(IdmSyncError):
+class ProtocolError(ServerRefused):
     """The server answered something we do not understand (409, bad JSON, odd shapes)."""
 
     reason = "ProtocolError"
 
 
-class LiveSyncFailed(IdmSyncError):
+# --- ServerFailure -------------------------------------------------------------------
+
+
+class ServerError(ServerFailure):
+    """5xx from the server."""
+
+    reason = "ServerError"
+
+
+class LiveSyncFailed(ServerFailure):
     """liveSync failed for the source (IDM answered 5xx, or reported ``lastException``).
 
-    Retried: the stage is already reset, and a retry resumes at the trigger.
+    Requeued: the stage is already reset, and a new run resumes at the trigger.
     """
 
     reason = "LiveSyncFailed"
-    retryable = True
+
+
+# --- TransportFailure ----------------------------------------------------------------
+
+
+class ServerUnreachable(TransportFailure):
+    """Connection refused or reset, DNS failure, timeout, an answer cut off."""
+
+    reason = "ServerUnreachable"
+
+
+# --- the rest ------------------------------------------------------------------------
 
 
 class VerifyTimeout(IdmSyncError):
@@ -155,25 +246,8 @@ class VerifyTimeout(IdmSyncError):
     reason = "VerifyTimeout"
 
 
-# --- transient: worth a retry with backoff ------------------------------------------
-
-
-class ServerUnreachable(IdmSyncError):
-    """Connection refused or reset, DNS failure, timeout."""
-
-    reason = "ServerUnreachable"
-    retryable = True
-
-
-class ServerError(IdmSyncError):
-    """5xx from the server."""
-
-    reason = "ServerError"
-    retryable = True
-
-
 class InternalError(IdmSyncError):
-    """A bug: something idmsync did not expect. Retried, then reported."""
+    """A bug: something idmsync did not expect. Requeued, then reported."""
 
     reason = "InternalError"
-    retryable = True
+    requeue = True

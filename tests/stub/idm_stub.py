@@ -10,9 +10,12 @@ replaying anything, and replaying changes from an older token.
 It runs in its own thread with its own event loop, so synchronous tests, the
 CLI in a subprocess and async tests can all use it. Every request is logged.
 
-Fault knobs: fail the next N matching requests with a status, delay them, drop
-the connection, answer malformed JSON, or bump a stage's rev just before the
-next DELETE/PUT (a liveSync sneaking in between read and delete).
+Fault knobs: fail the next N matching requests with a status, delay them
+(before or after carrying them out), drop the connection before or after
+carrying them out (a lost answer), answer malformed JSON, or bump a stage's rev
+just before the next DELETE/PUT (a liveSync sneaking in between read and
+delete). ``then=`` runs something just after a request was carried out and
+before its (lost) answer, e.g. the scheduler's liveSync recreating the stage.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import html
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +50,13 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | malformed | delay | delay_after | bump_rev
+    kind: str  # status | drop | drop_after | malformed | delay | delay_after | bump_rev
     remaining: int
     method: str | None = None
     path_contains: str | None = None
     status: int = 500
     seconds: float = 0.0
+    then: Callable[[], None] | None = None  # run after carrying the request out
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -147,7 +152,19 @@ class IdmStub:
         self._fault(Fault("status", count, method, path, status=status))
 
     def drop_next(self, count: int, *, method: str | None = None, path: str | None = None) -> None:
+        """Cut the connection before carrying the next matching requests out."""
         self._fault(Fault("drop", count, method, path))
+
+    def drop_after_next(
+        self,
+        count: int,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Carry the next matching requests out, then cut the connection: the answer is lost."""
+        self._fault(Fault("drop_after", count, method, path, then=then))
 
     def malformed_next(
         self, count: int, *, method: str | None = None, path: str | None = None
@@ -160,10 +177,16 @@ class IdmStub:
         self._fault(Fault("delay", count, method, path, seconds=seconds))
 
     def delay_after_next(
-        self, count: int, seconds: float, *, method: str | None = None, path: str | None = None
+        self,
+        count: int,
+        seconds: float,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         """Carry out the next matching requests, then wait before answering (a kill window)."""
-        self._fault(Fault("delay_after", count, method, path, seconds=seconds))
+        self._fault(Fault("delay_after", count, method, path, seconds=seconds, then=then))
 
     def bump_rev_before_next(self, count: int = 1, *, method: str = "DELETE") -> None:
         """Just before the next ``count`` DELETE/PUT of a stage, a liveSync bumps its rev."""
@@ -244,6 +267,12 @@ class IdmStub:
         if "X-OpenIDM-Username" in request.headers:
             # as OpenIDM does after a header login (idmsync must not send it back)
             response.set_cookie("session-jwt", "stub-session", httponly=True)
+        if fault is not None and fault.then is not None:
+            with self.lock:
+                fault.then()
+        if fault is not None and fault.kind == "drop_after":
+            assert request.transport is not None
+            request.transport.abort()
         if fault is not None and fault.kind == "delay_after":
             await asyncio.sleep(fault.seconds)
         return response
@@ -358,19 +387,24 @@ class IdmStub:
         if request.query.get("_action") != "liveSync":
             return _error(400, "Unsupported action")
         with self.lock:
-            state = self.sources.get(source)
-            if state is None:
+            if source not in self.sources:
                 return _error(404, f"Resource '{source}' not found")
-            if state.livesync_error:
+            if self.sources[source].livesync_error:
                 # OpenIDM answers a connector failure with a 500 error body
-                return _error(500, state.livesync_error)
+                return _error(500, str(self.sources[source].livesync_error))
+            return web.json_response(self.livesync(source))
+
+    def livesync(self, source: str) -> dict[str, Any]:
+        """One liveSync run on ``source``, as IDM's scheduler or a trigger runs it."""
+        with self.lock:
+            state = self.sources[source]
             stage_id = source.replace("/", "").upper()
             stage = self.stages.get(stage_id)
             data = {"nativeType": state.native_type, "syncToken": state.latest}
             if stage is None:
                 # no stage: start at the latest token, replay nothing; answer only the data
                 self.stages[stage_id] = {"_id": stage_id, "_rev": "1", "connectorData": data}
-                return web.json_response({"connectorData": data})
+                return {"connectorData": data}
             token = stage["connectorData"]["syncToken"]
             start = int(token) if token is not None else state.latest
             state.applied.extend(range(start + 1, state.latest + 1))
@@ -381,13 +415,11 @@ class IdmStub:
                 "_rev": str(int(read_rev) + 1),
                 "connectorData": {**data, "syncToken": max(start, state.latest)},
             }
-            return web.json_response(
-                {
-                    "connectorData": self.stages[stage_id]["connectorData"],
-                    "_id": stage_id,
-                    "_rev": read_rev,
-                }
-            )
+            return {
+                "connectorData": self.stages[stage_id]["connectorData"],
+                "_id": stage_id,
+                "_rev": read_rev,
+            }
 
     def _scheduler(self, request: web.Request) -> web.Response:
         action = request.query.get("_action")

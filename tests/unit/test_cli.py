@@ -204,3 +204,64 @@ def test_missing_credentials_exit_2_and_say_which_variables(stub: IdmStub) -> No
     assert "IDM_USERNAME" in result.stderr
     assert "IDM_BEARER_TOKEN" in result.stderr
     assert stub.requests == []
+
+
+class TestLostAnswers:
+    def test_a_delete_carried_out_but_unanswered_is_reported_deleted_and_sent_once(
+        self, stub: IdmStub
+    ) -> None:
+        stub.drop_after_next(1, method="DELETE")
+        result = idmsync(
+            "reset", "--url", stub.url, "--api", "idm7", "--source", LDAP_SOURCE, "--output", "json"
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+        (stage,) = json.loads(result.stdout)["stages"]
+        assert (stage["result"], stage["previous_rev"], stage["previous_token"]) == (
+            "Deleted",
+            "1",
+            100,
+        )
+        assert "answer was lost" in stage["message"]
+
+    def test_a_stage_livesync_recreated_after_a_lost_delete_answer_is_not_deleted(
+        self, stub: IdmStub
+    ) -> None:
+        stub.drop_after_next(1, method="DELETE", then=lambda: stub.livesync(LDAP_SOURCE))
+        result = idmsync(
+            "reset", "--url", stub.url, "--api", "idm7", "--source", LDAP_SOURCE, "--no-livesync"
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+        assert stub.stage(LDAP_STAGE)["connectorData"]["syncToken"] == 105  # type: ignore[index]
+        assert "SYSTEMLDAPACCOUNT: Deleted; previous rev 1 token 100" in result.stdout
+        assert "answer was lost" in result.stdout
+
+    def test_a_delete_that_times_out_after_acting_is_reported_deleted(self, stub: IdmStub) -> None:
+        stub.delay_after_next(1, 2.0, method="DELETE")
+        result = idmsync(
+            "reset",
+            "--url",
+            stub.url,
+            "--api",
+            "idm7",
+            "--source",
+            LDAP_SOURCE,
+            "--timeout",
+            "0.5",
+            "--output",
+            "json",
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+        assert json.loads(result.stdout)["stages"][0]["result"] == "Deleted"
+
+    def test_a_delete_that_never_gets_through_exits_4_after_three_read_back_tries(
+        self, stub: IdmStub
+    ) -> None:
+        stub.drop_next(99, method="DELETE")
+        result = idmsync("reset", "--url", stub.url, "--api", "idm7", "--source", LDAP_SOURCE)
+        assert result.returncode == 4
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 3
+        assert "it was not (tried 3 times)" in result.stderr
+        assert stub.stage(LDAP_STAGE) is not None

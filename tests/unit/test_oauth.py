@@ -527,7 +527,7 @@ async def test_a_token_endpoint_5xx_is_retried_by_the_engine(
     flow = client_credentials(endpoint)
     with pytest.raises(ServerError) as caught:
         await flow.headers(http)
-    assert caught.value.retryable
+    assert caught.value.requeue
     assert leaked(str(caught.value), endpoint) == []
 
 
@@ -547,7 +547,7 @@ async def test_an_unreachable_token_endpoint_is_server_unreachable(
     endpoint.stop()
     with pytest.raises(ServerUnreachable) as caught:
         await flow.headers(http)
-    assert caught.value.retryable
+    assert caught.value.requeue
     assert leaked(str(caught.value), endpoint, flow._assertion or "") == []
 
 

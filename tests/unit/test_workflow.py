@@ -431,3 +431,166 @@ class TestResume:
         )
         assert stub.requests == []
         assert outcome.stages[0] == progress
+
+
+class TestLostAnswers:
+    """A change whose answer never came is read back, recorded as what happened, never resent
+    blindly."""
+
+    async def test_a_delete_carried_out_but_unanswered_is_recorded_deleted_and_not_resent(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(1, method="DELETE")
+        outcome = await run_reset(client_for(), [LDAP], ResetOptions())
+        assert stub.steps() == [
+            f"GET {STAGE_PATH}",
+            f"DELETE {STAGE_PATH}",
+            f"GET {STAGE_PATH}",
+            f"POST {LDAP_SOURCE}",
+            f"GET {STAGE_PATH}",
+        ]
+        (stage,) = outcome.stages
+        assert (stage.result, stage.previous_rev, stage.previous_token, stage.step) == (
+            StageResult.DELETED,
+            "1",
+            100,
+            Step.DONE,
+        )
+        assert stage.message is not None
+        assert "answer was lost" in stage.message
+
+    async def test_a_stage_livesync_recreated_at_rev_1_after_a_lost_delete_is_spared(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        # the scheduler's liveSync runs between our DELETE and its (lost) answer: the new
+        # stage has rev "1" again, so a blind retry with If-Match "1" would delete it
+        stub.drop_after_next(1, method="DELETE", then=lambda: stub.livesync(LDAP_SOURCE))
+        outcome = await run_reset(client_for(), [LDAP], ResetOptions(trigger=False, verify=False))
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+        assert stub.stage(LDAP_STAGE) == {
+            "_id": LDAP_STAGE,
+            "_rev": "1",
+            "connectorData": {"nativeType": "integer", "syncToken": 105},
+        }
+        assert outcome.stages[0].result is StageResult.DELETED
+        assert "rev 1 with token 105" in (outcome.stages[0].message or "")
+
+    async def test_a_delete_dropped_before_it_was_carried_out_is_sent_again(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_next(1, method="DELETE")
+        outcome = await run_reset(client_for(), [LDAP], ResetOptions(verify=False))
+        deletes = stub.requests_to(STAGE_PATH, "DELETE")
+        assert [d.header("If-Match") for d in deletes] == ["1", "1"]
+        assert stub.steps()[:4] == [
+            f"GET {STAGE_PATH}",
+            f"DELETE {STAGE_PATH}",
+            f"GET {STAGE_PATH}",
+            f"DELETE {STAGE_PATH}",
+        ], "read back before sending it again"
+        assert outcome.stages[0].result is StageResult.DELETED
+        assert outcome.stages[0].message is None
+
+    async def test_a_delete_that_timed_out_after_it_was_carried_out_is_recorded_deleted(
+        self, stub: IdmStub
+    ) -> None:
+        stub.delay_after_next(1, 1.0, method="DELETE")
+        async with make_http_client(timeout=0.2) as http:
+            credentials = AdminCredentials(ADMIN_USER, Secret(ADMIN_PASSWORD))
+            client = IdmClient(stub.url, credentials, http, flavour=Flavour.IDM7, retry=FAST)
+            outcome = await run_reset(client, [LDAP], ResetOptions(verify=False))
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+        assert outcome.stages[0].result is StageResult.DELETED
+        assert "answer was lost (ServerUnreachable)" in (outcome.stages[0].message or "")
+
+    async def test_a_5xx_on_delete_is_read_back_before_it_is_sent_again(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.fail_next(1, 503, method="DELETE")
+        await run_reset(client_for(), [LDAP], ResetOptions(trigger=False, verify=False))
+        assert stub.steps() == [
+            f"GET {STAGE_PATH}",
+            f"DELETE {STAGE_PATH}",
+            f"GET {STAGE_PATH}",
+            f"DELETE {STAGE_PATH}",
+        ]
+
+    async def test_one_try_per_run_means_one_delete_per_run(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        """The operator's setting: the controller, not the engine, decides to try again."""
+        stub.fail_next(99, 500, method="DELETE")
+        with pytest.raises(ServerError, match=r"unchanged: it was not \(tried 1 time\)") as caught:
+            await run_reset(client_for(), [LDAP], ResetOptions(change_attempts=1))
+        assert caught.value.requeue
+        assert not caught.value.outcome_unknown
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+    async def test_changes_that_keep_failing_unchanged_stop_at_the_budget(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_next(99, method="DELETE")
+        with pytest.raises(ServerUnreachable, match=r"tried 2 times"):
+            await run_reset(client_for(), [LDAP], ResetOptions(change_attempts=2))
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 2
+        assert stub.stage(LDAP_STAGE) is not None
+
+    async def test_a_lost_answer_whose_read_back_fails_says_so(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(1, method="DELETE", then=lambda: stub.fail_next(99, 503, method="GET"))
+        with pytest.raises(ServerError, match=r"answer was lost .* reading the stage back failed"):
+            await run_reset(client_for(), [LDAP], ResetOptions())
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+    async def test_a_set_carried_out_but_unanswered_is_recorded_set_and_not_resent(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(1, method="PUT")
+        outcome = await run_reset(client_for(), [LDAP], ResetOptions(action=Action.SET, token=102))
+        assert len(stub.requests_to(STAGE_PATH, "PUT")) == 1
+        assert outcome.stages[0].result is StageResult.SET
+        assert stub.sources[LDAP_SOURCE].applied == [103, 104, 105]
+
+    async def test_a_livesync_trigger_carried_out_but_unanswered_is_not_resent(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(1, method="POST", path=LDAP_SOURCE)
+        outcome = await run_reset(client_for(), [LDAP], ResetOptions())
+        assert len(stub.requests_to(LDAP_SOURCE, "POST")) == 1
+        (stage,) = outcome.stages
+        assert (stage.triggered, stage.new_token, stage.step) == (True, 105, Step.DONE)
+
+    async def test_a_livesync_trigger_after_a_set_whose_answer_is_lost_is_not_resent(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(1, method="POST", path=LDAP_SOURCE)
+        await run_reset(client_for(), [LDAP], ResetOptions(action=Action.SET, token=102))
+        assert len(stub.requests_to(LDAP_SOURCE, "POST")) == 1
+        assert stub.sources[LDAP_SOURCE].applied == [103, 104, 105], "replayed once"
+
+    async def test_a_livesync_trigger_dropped_before_it_ran_is_sent_again(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_next(1, method="POST", path=LDAP_SOURCE)
+        outcome = await run_reset(client_for(), [LDAP], ResetOptions())
+        assert len(stub.requests_to(LDAP_SOURCE, "POST")) == 2
+        assert outcome.stages[0].new_token == 105
+
+    async def test_a_pause_whose_answer_is_lost_is_sent_again_and_always_resumed(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(1, method="POST", path="scheduler")
+        await run_reset(client_for(), [LDAP], ResetOptions(pause_schedules=True))
+        assert stub.scheduler_calls == ["pauseJobs", "pauseJobs", "resumeJobs"]
+        assert not stub.scheduler_paused
+
+    async def test_a_pause_that_fails_for_good_is_still_followed_by_a_resume(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.drop_after_next(FAST.attempts, method="POST", path="scheduler")
+        with pytest.raises(ServerUnreachable):
+            await run_reset(client_for(), [LDAP], ResetOptions(pause_schedules=True))
+        assert stub.scheduler_calls == ["pauseJobs"] * FAST.attempts + ["resumeJobs"]
+        assert not stub.scheduler_paused
+        assert stub.requests_to(STAGE_PATH, "DELETE") == []

@@ -203,7 +203,7 @@ async def _failed(
 ) -> Outcome:
     message = redact(error.message, secrets)
     settings = ctx.settings
-    if error.retryable and retry < settings.retry_limit:
+    if error.requeue and retry < settings.retry_limit:
         delay = min(settings.retry_backoff_max, settings.retry_backoff * 2**retry)
         await run.save(
             conditions=run.conditions(

@@ -1,8 +1,12 @@
 """The IDM REST client: one server, one flavour, one credential strategy.
 
-Maps HTTP outcomes onto the error hierarchy in :mod:`idmsync.errors`; retries
-transient failures (refused connections, timeouts, 5xx) with capped backoff;
-refreshes credentials once on a 401; never follows a redirect.
+Maps HTTP outcomes onto the error hierarchy in :mod:`idmsync.errors`; never
+follows a redirect; refreshes credentials once on a 401. It sends a request
+again (capped backoff) only when that cannot change anything twice: a read, an
+idempotent action (pause/resume the scheduler), or a request that provably
+never left (the connection was not made). A change (DELETE, PUT, liveSync)
+that failed after it may have reached the server is raised with
+``outcome_unknown``: the workflow re-reads the stage and decides.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from idmsync.errors import (
     ProtocolError,
     RevisionConflict,
     ServerError,
+    ServerFailure,
     ServerUnreachable,
+    TransportFailure,
     Unauthorized,
     clip,
 )
@@ -44,6 +50,9 @@ __all__ = ["STAGE_COLLECTION", "IdmClient", "forget_server_versions"]
 log = logging.getLogger(__name__)
 
 STAGE_COLLECTION = "repo/synchronisation/pooledSyncStage"
+
+#: failures that prove the request never reached the server: safe to send again
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # Auto reads info/version once per server and process; concurrent resets share the answer.
 _versions: dict[str, tuple[Flavour, str | None]] = {}
@@ -143,6 +152,7 @@ class IdmClient:
             "DELETE",
             f"{STAGE_COLLECTION}/{validate_stage_id(stage_id)}",
             headers={"If-Match": rev},
+            idempotent=False,
         )
 
     async def write_stage_token(self, stage: Stage, token: Any) -> Stage:
@@ -157,6 +167,7 @@ class IdmClient:
             f"{STAGE_COLLECTION}/{validate_stage_id(stage.id)}",
             headers={"If-Match": stage.rev},
             json_body=body,
+            idempotent=False,
         )
         return _parse_stage(stage.id, answer)
 
@@ -165,10 +176,14 @@ class IdmClient:
     async def trigger_livesync(self, source: str) -> dict[str, Any]:
         """``POST system/<connector>/<type>?_action=liveSync``; returns the stage IDM reports."""
         try:
-            body = await self._call("POST", validate_source(source), params={"_action": "liveSync"})
+            body = await self._call(
+                "POST", validate_source(source), params={"_action": "liveSync"}, idempotent=False
+            )
         except ServerError as exc:  # OpenIDM answers a connector failure with a 500
             raise LiveSyncFailed(
-                f"liveSync on {source} failed: {exc.message}", status=exc.status
+                f"liveSync on {source} failed: {exc.message}",
+                status=exc.status,
+                outcome_unknown=exc.outcome_unknown,
             ) from None
         if not isinstance(body, dict):
             raise ProtocolError(f"liveSync on {source}: expected a JSON object")
@@ -181,10 +196,10 @@ class IdmClient:
         return body
 
     async def pause_scheduler(self) -> None:
-        await self._call("POST", "scheduler/job", params={"_action": "pauseJobs"})
+        await self._call("POST", "scheduler/job", params={"_action": "pauseJobs"}, idempotent=True)
 
     async def resume_scheduler(self) -> None:
-        await self._call("POST", "scheduler/job", params={"_action": "resumeJobs"})
+        await self._call("POST", "scheduler/job", params={"_action": "resumeJobs"}, idempotent=True)
 
     # --- HTTP ----------------------------------------------------------------------
 
@@ -197,9 +212,16 @@ class IdmClient:
         headers: Mapping[str, str] | None = None,
         json_body: Any = None,
         flavour: Flavour | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
+        """One request; sent again on a transient failure only if that is safe.
+
+        ``idempotent`` defaults to True for GET and False for anything else.
+        """
         if flavour is None:
             flavour = (await self.server_info()).flavour
+        if idempotent is None:
+            idempotent = method == "GET"
         url = self.base_url + "/" + "/".join(quote(part, safe="") for part in path.split("/"))
         request_headers = dict(headers or {})
         if flavour.sends_api_version:
@@ -223,21 +245,29 @@ class IdmClient:
                     if await self.credentials.refresh(self.http):
                         continue
                 return self._decode(method, url, response)
-            except httpx.TimeoutException as exc:
+            except _NOT_SENT as exc:
                 error: IdmSyncError = ServerUnreachable(
-                    f"{method} {url}: timed out ({type(exc).__name__})"
+                    f"{method} {url}: {type(exc).__name__}: {self._clip(str(exc))}"
+                )
+            except httpx.TimeoutException as exc:
+                error = ServerUnreachable(
+                    f"{method} {url}: timed out ({type(exc).__name__})", outcome_unknown=True
                 )
             except httpx.TransportError as exc:
                 error = ServerUnreachable(
-                    f"{method} {url}: {type(exc).__name__}: {self._clip(str(exc))}"
+                    f"{method} {url}: {type(exc).__name__}: {self._clip(str(exc))}",
+                    outcome_unknown=True,
                 )
             except IdmSyncError as exc:
                 error = exc
+            transient = isinstance(error, TransportFailure | ServerFailure)
             if (
-                not error.retryable
+                not transient
+                or (error.outcome_unknown and not idempotent)
                 or retry_number + 1 >= self.retry.attempts
-                or isinstance(error, RevisionConflict)
             ):
+                if error.outcome_unknown and not idempotent:
+                    error.message += f"; the {method} may have been carried out"
                 raise error
             retry_number += 1
             delay = self.retry.delay(retry_number)
@@ -274,7 +304,10 @@ class IdmClient:
         elif status == 412:
             error_type = RevisionConflict
         elif status >= 500:
-            error_type = ServerError
+            # the server got the request: whether it acted before failing, only a re-read says
+            raise ServerError(
+                f"{what}: {status} {detail}".rstrip(), status=status, outcome_unknown=True
+            )
         else:
             error_type = ProtocolError
         raise error_type(f"{what}: {status} {detail}".rstrip(), status=status)

@@ -79,7 +79,11 @@ class ResetOptions:
     verify_interval: float = 1.0
     pause_schedules: bool = False
     dry_run: bool = False
+    #: re-reads after a 412 (a liveSync wrote the stage between our read and our change)
     max_stale_retries: int = 5
+    #: tries of a change (delete, set, trigger) whose failure left the stage as it was;
+    #: the operator uses 1 and requeues the whole reset instead (one budget per reset)
+    change_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,11 @@ class StageProgress:
     triggered: bool = False
     new_token: JsonValue = None
     message: str | None = None
+    #: the rev our Set wrote (not persisted: only tells a lost trigger answer apart)
+    changed_rev: str | None = None
 
-    def advance(self, **changes: Any) -> StageProgress:
+    def advance(self, *, note: str | None = None, **changes: Any) -> StageProgress:
+        """The next state; ``note`` is added to ``message``, which keeps every step's notes."""
+        if note is not None:
+            changes["message"] = f"{self.message}; {note}" if self.message else note
         return replace(self, **changes)

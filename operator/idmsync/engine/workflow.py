@@ -3,11 +3,15 @@
 For each stage: read → record the previous rev and token → delete with
 ``If-Match`` (or write a new token) → trigger liveSync → verify the stage came
 back. The caller sees every step as an event *before* the next one starts, so
-the operator can persist progress around each destructive call. Given recorded
-progress, a run resumes without repeating a destructive call: a stage that
-still has the recorded rev and token was not touched; one that is gone, or has
-another rev or token, was (and liveSync may already have recreated it: a
-recreated stage's rev can start over, so the token is compared too).
+the operator can persist progress around each destructive call.
+
+A change is never repeated blindly. Whenever it is unknown whether one was
+carried out — a run resumed from recorded progress, or a DELETE/PUT/trigger
+whose answer was lost (timeout after sending, connection cut, 5xx) — the stage
+is read again and the answer decides: a stage that still has the recorded rev
+and token was not touched; one that is gone, or has another rev or token, was
+(and liveSync may already have recreated it: a recreated stage's rev starts
+over at "1", so the token is compared too). The audit says which it was.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from idmsync.engine.model import (
     Step,
 )
 from idmsync.engine.naming import stage_id_for_source, validate_source, validate_stage_id
-from idmsync.errors import InvalidSpec, NotFound, RevisionConflict, VerifyTimeout
+from idmsync.errors import IdmSyncError, InvalidSpec, NotFound, RevisionConflict, VerifyTimeout
 
 __all__ = ["Event", "EventKind", "Observer", "ResetOutcome", "run_reset", "select_stages"]
 
@@ -113,18 +117,40 @@ async def run_reset(
 
     pause = options.pause_schedules and not options.dry_run
     if pause:
-        await client.pause_scheduler()
+        try:
+            await client.pause_scheduler()
+        except IdmSyncError:
+            # the pause may have been carried out before the failure: never leave it paused
+            await _resume_scheduler(client, observer, failing=True)
+            raise
         await observer(Event("SchedulerPaused", "paused the IDM scheduler"))
+    failing = True
     try:
         for ref in stages:
             start = recorded.get(ref.id) or StageProgress(id=ref.id, source=ref.source)
             results.append(await _reset_stage(client, start, options, observer))
+        failing = False
     finally:
         if pause:
-            # resume even when cancelled: shield it so a second cancel cannot skip it
-            await asyncio.shield(client.resume_scheduler())
-            await observer(Event("SchedulerResumed", "resumed the IDM scheduler"))
+            await _resume_scheduler(client, observer, failing=failing)
     return ResetOutcome(server=server, stages=tuple(results))
+
+
+async def _resume_scheduler(client: IdmClient, observer: Observer, *, failing: bool) -> None:
+    """Resume IDM's scheduler, even when cancelled (shielded: a second cancel cannot skip it).
+
+    If resuming fails while the reset is failing anyway, the reset's own error is the one
+    reported and the still-paused scheduler is logged; otherwise resuming's error is raised.
+    """
+    try:
+        await asyncio.shield(client.resume_scheduler())
+    except IdmSyncError as exc:
+        if not failing:
+            exc.message = f"the IDM scheduler may still be paused: {exc.message}"
+            raise
+        log.warning("the IDM scheduler may still be paused: %s", exc.message)
+        return
+    await observer(Event("SchedulerResumed", "resumed the IDM scheduler"))
 
 
 async def _reset_stage(
@@ -163,31 +189,46 @@ async def _dry_run(
     return state
 
 
-async def _change(
-    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
-) -> StageProgress:
-    stage = await client.read_stage(state.id)
-    untouched = (
+def _untouched(stage: Stage | None, state: StageProgress) -> bool:
+    """Is the stage still exactly what we recorded (so no change of ours was carried out)?"""
+    return (
         stage is not None
         and stage.rev == state.previous_rev
         and stage.sync_token == state.previous_token
     )
-    if state.step is Step.RECORDED and not untouched:
+
+
+def _describe(stage: Stage | None) -> str:
+    if stage is None:
+        return "the stage is gone"
+    return f"the stage is now rev {stage.rev} with token {stage.sync_token!r}"
+
+
+async def _change(
+    client: IdmClient, state: StageProgress, options: ResetOptions, observer: Observer
+) -> StageProgress:
+    done = StageResult.SET if options.action is Action.SET else StageResult.DELETED
+    stage = await client.read_stage(state.id)
+    if state.step is Step.RECORDED and not _untouched(stage, state):
         # resumed after the destructive call went out: it happened (and liveSync may have
         # recreated the stage, whose rev can start over: the token tells them apart)
-        result = StageResult.SET if options.action is Action.SET else StageResult.DELETED
-        state = state.advance(step=Step.CHANGED, result=result)
+        state = state.advance(
+            step=Step.CHANGED,
+            result=done,
+            note=f"{done} by an earlier run: read back, {_describe(stage)}; not repeated",
+        )
         await observer(
             Event(
                 "StageChanged",
-                f"{state.id}: {result} before the restart (no longer rev "
+                f"{state.id}: {done} before the restart (no longer rev "
                 f"{state.previous_rev} with token {state.previous_token!r}); not repeated",
                 stage=state,
             )
         )
         return state
-    attempts = options.max_stale_retries + 1
-    for attempt in range(1, attempts + 1):
+    stale = 0  # 412s: the stage changed between our read and our change
+    tries = 0  # changes that failed and, read back, had not happened
+    while True:
         if stage is None:
             if options.action is Action.SET:
                 raise NotFound(
@@ -197,29 +238,80 @@ async def _change(
             state = state.advance(step=Step.CHANGED, result=StageResult.ALREADY_ABSENT)
             await observer(Event("StageChanged", f"{state.id}: already absent", stage=state))
             return state
-        state = state.advance(
-            step=Step.RECORDED, previous_rev=stage.rev, previous_token=stage.sync_token
-        )
-        await observer(
-            Event(
-                "StageRecorded",
-                f"{state.id}: recorded rev {stage.rev}, token {stage.sync_token!r}",
-                stage=state,
+        if not (state.step is Step.RECORDED and _untouched(stage, state)):
+            state = state.advance(
+                step=Step.RECORDED, previous_rev=stage.rev, previous_token=stage.sync_token
             )
-        )
+            await observer(
+                Event(
+                    "StageRecorded",
+                    f"{state.id}: recorded rev {stage.rev}, token {stage.sync_token!r}",
+                    stage=state,
+                )
+            )
         try:
             state = await _destructive_call(client, stage, state, options)
         except RevisionConflict:
-            if attempt == attempts:
-                break
+            stale += 1
+            if stale > options.max_stale_retries:
+                raise RevisionConflict(
+                    f"{state.id}: the stage changed under us {stale} times in a row "
+                    "(a liveSync loop is running); pause schedules or try again"
+                ) from None
             log.info("%s: rev %s is stale (liveSync ran); reading again", state.id, stage.rev)
             stage = await client.read_stage(state.id)
             continue
+        except IdmSyncError as exc:
+            if not exc.outcome_unknown:
+                raise
+            what = "PUT" if options.action is Action.SET else "DELETE"
+            stage = await _read_back(client, state.id, what, exc)
+            if not _untouched(stage, state):
+                state = state.advance(
+                    step=Step.CHANGED,
+                    result=done,
+                    note=f"the {what}'s answer was lost ({exc.reason}); read back, "
+                    f"{_describe(stage)}: it was carried out, and not repeated",
+                )
+                await observer(Event("StageChanged", f"{state.id}: {state.message}", stage=state))
+                return state
+            tries += 1
+            if tries >= options.change_attempts:
+                raise _not_carried_out(exc, tries, "the stage is unchanged") from None
+            delay = client.retry.delay(tries)
+            log.info(
+                "%s: the %s was not carried out (%s); again in %.2fs",
+                state.id,
+                what,
+                exc.reason,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            continue
         await observer(Event("StageChanged", f"{state.id}: {state.result}", stage=state))
         return state
-    raise RevisionConflict(
-        f"{state.id}: the stage changed under us {attempts} times in a row "
-        "(a liveSync loop is running); pause schedules or try again"
+
+
+async def _read_back(
+    client: IdmClient, stage_id: str, what: str, lost: IdmSyncError
+) -> Stage | None:
+    """Read the stage after a change whose answer was lost; say so if that fails too."""
+    try:
+        return await client.read_stage(stage_id)
+    except IdmSyncError as exc:
+        exc.message = (
+            f"{stage_id}: the {what}'s answer was lost ({lost.reason}) and reading the stage "
+            f"back failed: {exc.message}; the next run reads it again before any change"
+        )
+        raise
+
+
+def _not_carried_out(error: IdmSyncError, tries: int, seen: str) -> IdmSyncError:
+    """The same error, now known not to have changed anything."""
+    return type(error)(
+        f"{error.message}; read back, {seen}: it was not "
+        f"(tried {tries} time{'s' if tries > 1 else ''})",
+        status=error.status,
     )
 
 
@@ -227,13 +319,21 @@ async def _destructive_call(
     client: IdmClient, stage: Stage, state: StageProgress, options: ResetOptions
 ) -> StageProgress:
     if options.action is Action.SET:
-        await client.write_stage_token(stage, options.token)
-        return state.advance(step=Step.CHANGED, result=StageResult.SET)
+        written = await client.write_stage_token(stage, options.token)
+        return state.advance(step=Step.CHANGED, result=StageResult.SET, changed_rev=written.rev)
     try:
         await client.delete_stage(stage.id, stage.rev)
     except NotFound:
+        # only a DELETE that was answered: a lost answer is read back, never re-sent blindly
         return state.advance(step=Step.CHANGED, result=StageResult.ALREADY_ABSENT)
     return state.advance(step=Step.CHANGED, result=StageResult.DELETED)
+
+
+def _back(stage: Stage, state: StageProgress) -> bool:
+    """Has a liveSync run since our change? (It recreates a deleted stage, rewrites a set one.)"""
+    if state.result is StageResult.SET:
+        return state.changed_rev is not None and stage.rev != state.changed_rev
+    return True
 
 
 async def _trigger(
@@ -247,11 +347,39 @@ async def _trigger(
         state = state.advance(
             step=Step.DONE,
             triggered=False,
-            message=f"{why}: the next scheduled liveSync recreates the stage",
+            note=f"{why}: the next scheduled liveSync recreates the stage",
         )
-        await observer(Event("StageVerified", f"{state.id}: {state.message}", stage=state))
+        await observer(Event("StageVerified", f"{state.id}: {why}", stage=state))
         return state
-    answer = await client.trigger_livesync(state.source)
+    tries = 0
+    while True:
+        try:
+            answer = await client.trigger_livesync(state.source)
+            break
+        except IdmSyncError as exc:
+            if not exc.outcome_unknown:
+                raise
+            stage = await _read_back(client, state.id, "liveSync trigger", exc)
+            if stage is not None and _back(stage, state):
+                state = state.advance(
+                    step=Step.TRIGGERED,
+                    triggered=True,
+                    new_token=stage.sync_token,
+                    note=f"the liveSync trigger's answer was lost ({exc.reason}); read "
+                    f"back, the stage is back with token {stage.sync_token!r}: it ran",
+                )
+                await observer(
+                    Event(
+                        "LiveSyncTriggered",
+                        f"{state.id}: liveSync's answer was lost; the stage is back",
+                        stage=state,
+                    )
+                )
+                return state
+            tries += 1
+            if tries >= options.change_attempts:
+                raise _not_carried_out(exc, tries, "the stage has not come back") from None
+            await asyncio.sleep(client.retry.delay(tries))
     connector_data = answer.get("connectorData")
     token = connector_data.get("syncToken") if isinstance(connector_data, dict) else None
     state = state.advance(step=Step.TRIGGERED, triggered=True, new_token=token)
