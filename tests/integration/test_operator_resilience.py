@@ -158,6 +158,70 @@ def test_recorded_intent_with_the_stage_untouched_deletes_exactly_once(
     assert body["status"]["startTime"] == "2026-01-01T00:00:00Z", "resumed, not restarted"  # type: ignore[index]
 
 
+def test_a_lost_delete_answer_with_the_stage_recreated_at_rev_1_deletes_once(
+    own: Own, stub: IdmStub
+) -> None:
+    """The DELETE is carried out, liveSync recreates the stage (rev "1" again), the answer is
+    lost: the operator reads back instead of resending If-Match "1" onto the new stage."""
+    stub.drop_after_next(1, method="DELETE", then=lambda: stub.livesync(LDAP_SOURCE))
+    own.start_operator()
+    own.kubectl.apply(reset_manifest("lost", own.namespace, SPEC))
+    body = wait_phase(own.kubectl, own.namespace, "lost", ("Succeeded", "Failed"))
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status  # type: ignore[index]
+    assert status["attempts"] == 1  # type: ignore[index]
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+    (stage,) = status["stages"]  # type: ignore[index]
+    assert (stage["previousRev"], stage["previousToken"], stage["result"]) == ("1", 100, "Deleted")
+    assert "answer was lost" in stage["message"]
+    assert stub.stage("SYSTEMLDAPACCOUNT") is not None, "the recreated stage survived"
+
+
+def test_a_delete_dropped_before_it_was_carried_out_is_retried_by_the_next_try(
+    own: Own, stub: IdmStub
+) -> None:
+    stub.drop_next(1, method="DELETE")
+    own.start_operator()
+    own.kubectl.apply(reset_manifest("dropped", own.namespace, SPEC))
+    body = wait_phase(own.kubectl, own.namespace, "dropped", ("Succeeded", "Failed"))
+    assert body["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    assert body["status"]["attempts"] == 2, "one try per DELETE: one budget"  # type: ignore[index]
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 2
+
+
+def test_an_unreadable_status_is_stalled_and_nothing_is_sent(own: Own, stub: IdmStub) -> None:
+    """A status the CRD admits but resume cannot trust (Recorded without the rev it needs)."""
+    own.kubectl.apply(reset_manifest("unreadable", own.namespace, SPEC))
+    own.kubectl(
+        "patch",
+        "synctokenreset/unreadable",
+        "-n",
+        own.namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z",'
+        ' "stages": [{"id": "SYSTEMLDAPACCOUNT", "step": "Recorded", "previousToken": 100}]}}',
+    )
+    own.start_operator()
+
+    def stalled() -> dict[str, object] | None:
+        body = own.get("unreadable")
+        conditions = body.get("status", {}).get("conditions") or []  # type: ignore[attr-defined]
+        found = [c for c in conditions if c["type"] == "Stalled" and c["status"] == "True"]
+        return body if found else None
+
+    body = wait_for(stalled, 60, "Stalled")
+    (condition,) = [c for c in body["status"]["conditions"] if c["type"] == "Stalled"]
+    assert condition["reason"] == "InvalidStatus"
+    assert body["status"]["phase"] == "Running", "the record is left as it was"
+    assert stub.requests == []
+    reasons = own.kubectl(
+        "get", "events", "-n", own.namespace, "-o", "jsonpath={.items[*].reason}"
+    ).stdout.split()
+    assert "InvalidStatus" in reasons
+
+
 def test_two_resets_of_the_same_stage_never_overlap(own: Own, stub: IdmStub) -> None:
     tokens = {"a": "token-a-never-print-me", "b": "token-b-never-print-me"}
     stub.bearer_tokens.update(tokens.values())

@@ -8,6 +8,7 @@ byte-identical copy, and every sample in manifests/samples is a valid spec for t
 
 from __future__ import annotations
 
+import enum
 import re
 import types
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ def _shape(annotation: Any) -> Shape:
         return Shape("array", item=_shape(item))
     if annotation is Any:
         return Shape("any", optional=True)
+    if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):
+        return Shape("string", enum=tuple(member.value for member in annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return Shape("object", model=annotation)
     simple = {str: "string", bool: "boolean", int: "integer"}
@@ -138,6 +141,8 @@ def _check_default(path: str, field: FieldInfo, shape: Shape, node: dict[str, An
     if expected is None:
         assert "default" not in node, f"{path}: the model has no default (None)"
         return
+    if isinstance(expected, enum.StrEnum):
+        expected = expected.value
     assert "default" in node, f"{path}: the model defaults to {expected!r}, the CRD has none"
     actual = node["default"]
     if isinstance(expected, BaseModel):

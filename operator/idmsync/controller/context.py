@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from idmsync.auth import CredentialsRegistry
-from idmsync.controller.kube import Kube
+from idmsync.controller.kube import KubeApi
 from idmsync.controller.locks import StageLocks
 from idmsync.controller.settings import OperatorSettings
 from idmsync.engine import TlsOptions, make_http_client
@@ -19,7 +19,7 @@ __all__ = ["OperatorContext"]
 @dataclass
 class OperatorContext:
     settings: OperatorSettings
-    kube: Kube
+    kube: KubeApi
     locks: StageLocks = field(default_factory=StageLocks)
     #: OAuth flows shared by every reset: one token (and one request in flight) per account
     credentials: CredentialsRegistry = field(default_factory=CredentialsRegistry)

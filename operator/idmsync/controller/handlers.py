@@ -84,7 +84,7 @@ def ready(memo: kopf.Memo, **_: Any) -> bool:
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
 async def run_reset(
-    body: kopf.Body, namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     assert namespace is not None, "SyncTokenReset is namespaced"
     context: OperatorContext = memo.operator
@@ -92,7 +92,7 @@ async def run_reset(
     def post(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
-    outcome = await reconcile(context, namespace, name, retry, post)
+    outcome = await reconcile(context, namespace, name, post)
     log.info("%s/%s: %s", namespace, name, outcome.message)
     if outcome.retry_in is not None:
         raise kopf.TemporaryError(outcome.message, delay=outcome.retry_in)

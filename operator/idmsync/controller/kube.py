@@ -7,7 +7,7 @@ nothing is watched or cached. The synchronous client runs in worker threads.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -15,7 +15,21 @@ from kubernetes.client.exceptions import ApiException
 from idmsync.controller.models import GROUP, PLURAL, VERSION
 from idmsync.errors import Forbidden, SecretNotFound, ServiceNotFound
 
-__all__ = ["Kube"]
+__all__ = ["Kube", "KubeApi"]
+
+
+class KubeApi(Protocol):
+    """The Kubernetes calls the controller makes: :class:`Kube`, or a fake in unit tests."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
+
+    async def read_service(self, namespace: str, name: str) -> Any: ...
+
+    async def read_reset(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def load_client_config() -> client.ApiClient:
@@ -28,6 +42,8 @@ def load_client_config() -> client.ApiClient:
 
 
 class Kube:
+    """:class:`KubeApi` through the official client."""
+
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)

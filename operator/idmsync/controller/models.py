@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from idmsync.engine import StageResult, Step
 from idmsync.engine.naming import (
     CONTEXT_PATH_PATTERN,
     SOURCE_PATTERN,
@@ -206,9 +207,19 @@ class SyncTokenResetSpec(_Model):
 
 
 # --- status ---------------------------------------------------------------------------
+#
+# Read leniently where that is safe: fields we do not know (written by a newer operator)
+# are ignored, and a condition that does not parse is dropped (conditions are rebuilt).
+# What resume relies on is strict: a stage's step and result must be known values, and a
+# stage past Pending must carry what that step implies. A status that breaks those rules
+# is not resumed from (see reconcile: Stalled with reason InvalidStatus).
 
 
-class Condition(_Model):
+class _Status(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Condition(_Status):
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
@@ -217,30 +228,43 @@ class Condition(_Model):
     last_transition_time: str = Field(alias="lastTransitionTime")
 
 
-class ServerStatus(_Model):
+class ServerStatus(_Status):
     url: str
     api: str
     version: str | None = None
 
 
-class StageLiveSync(_Model):
+class StageLiveSync(_Status):
     triggered: bool = False
     new_token: Any = Field(default=None, alias="newToken")
 
 
-class StageStatus(_Model):
+class StageStatus(_Status):
     id: str
     source: str | None = None
-    step: str = "Pending"
+    step: Step = Step.PENDING
     previous_rev: str | None = Field(default=None, alias="previousRev")
     previous_token: Any = Field(default=None, alias="previousToken")
-    result: str | None = None
+    result: StageResult | None = None
     live_sync: StageLiveSync = Field(default_factory=StageLiveSync, alias="liveSync")
     message: str | None = None
 
+    @model_validator(mode="after")
+    def _consistent(self) -> StageStatus:
+        # resume compares the stage with previousRev: without it, it would conclude "changed"
+        if self.step is Step.RECORDED and self.previous_rev is None:
+            raise ValueError(f"stage {self.id}: step Recorded without previousRev")
+        if self.step in (Step.CHANGED, Step.TRIGGERED, Step.DONE) and self.result is None:
+            raise ValueError(f"stage {self.id}: step {self.step} without a result")
+        return self
 
-class SyncTokenResetStatus(_Model):
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
+
+
+class SyncTokenResetStatus(_Status):
+    phase: Phase = "Pending"
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     rerun: str | None = None  # the idmsync.dev/rerun value this run answers
     start_time: str | None = Field(default=None, alias="startTime")
@@ -249,6 +273,22 @@ class SyncTokenResetStatus(_Model):
     stage_summary: str | None = Field(default=None, alias="stageSummary")
     server: ServerStatus | None = None
     stages: list[StageStatus] = Field(default_factory=list)
+    #: tries of this run so far, the first included: one budget per reset
     attempts: int = 0
+    #: when the next try is due, while a failed try waits to be retried
+    next_retry_time: str | None = Field(default=None, alias="nextRetryTime")
     schedules_paused: bool = Field(default=False, alias="schedulesPaused")
     conditions: list[Condition] = Field(default_factory=list)
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _drop_unreadable_conditions(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return []
+        kept = []
+        for item in value:
+            try:
+                kept.append(Condition.model_validate(item))
+            except ValidationError:
+                continue
+        return kept

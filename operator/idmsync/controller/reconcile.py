@@ -3,14 +3,21 @@
 Status is the source of truth, read fresh from the API server on every call:
 a terminal resource is never run again unless ``idmsync.dev/rerun`` changed;
 a resource left Running (operator killed) resumes from its recorded stages.
-Progress is written before and after each destructive call.
+Progress is written before and after each destructive call. A status that
+cannot be read safely is never replaced by a fresh one (that would throw away
+what resume relies on): the resource is Stalled with reason InvalidStatus and
+nothing is sent to IDM, until the status is fixed or a new rerun value asks
+for a new run. One retry budget per reset: ``status.attempts`` counts every
+try of this run, whoever made it, and ``status.nextRetryTime`` says when the
+next one is due.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +27,15 @@ from idmsync.controller import metrics
 from idmsync.controller.context import OperatorContext
 from idmsync.controller.models import (
     RERUN_ANNOTATION,
+    TERMINAL_PHASES,
+    Condition,
     ServerStatus,
     SyncTokenResetSpec,
     SyncTokenResetStatus,
 )
 from idmsync.controller.resolve import reset_options, resolve_target
 from idmsync.controller.status import (
+    format_time,
     now,
     progress_from_status,
     set_condition,
@@ -34,7 +44,7 @@ from idmsync.controller.status import (
     status_dict,
 )
 from idmsync.engine import Event, IdmClient, RetryPolicy, run_reset, select_stages
-from idmsync.errors import IdmSyncError, InternalError, InvalidSpec, redact
+from idmsync.errors import IdmSyncError, InternalError, InvalidSpec, InvalidStatus, redact
 
 __all__ = ["EventPoster", "Outcome", "reconcile"]
 
@@ -77,29 +87,39 @@ async def reconcile(
     ctx: OperatorContext,
     namespace: str,
     name: str,
-    retry: int,
     post_event: EventPoster,
 ) -> Outcome:
+    """Take the resource one step on: run (or resume) its reset, or leave it alone."""
     body = await ctx.kube.read_reset(namespace, name)
     if body is None:
         return Outcome(message="gone")
     meta = body.get("metadata", {})
     rerun = (meta.get("annotations") or {}).get(RERUN_ANNOTATION, "")
     generation = meta.get("generation")
+    raw_status = body.get("status") or {}
     try:
-        status = SyncTokenResetStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = SyncTokenResetStatus()
-    if status.phase in ("Succeeded", "Failed") and (status.rerun or "") == rerun:
+        status = _read_status(raw_status)
+    except InvalidStatus as exc:
+        if _raw_rerun(raw_status) == rerun:
+            return await _invalid_status(
+                ctx, namespace, name, raw_status, generation, exc, post_event
+            )
+        # a new rerun value asks for a new run: the unreadable record belongs to the old one
+        status = SyncTokenResetStatus(phase="Failed")
+    if status.phase in TERMINAL_PHASES and (status.rerun or "") == rerun:
         return Outcome(message=f"already {status.phase}; set {RERUN_ANNOTATION} to run again")
-    fresh = status.phase in ("Succeeded", "Failed") or status.start_time is None
+    # lenient where safe: recorded stages without a start time are resumed, never dropped
+    fresh = status.phase in TERMINAL_PHASES or (status.start_time is None and not status.stages)
     if fresh:
         status = SyncTokenResetStatus(rerun=rerun, start_time=now(), observed_generation=generation)
         post_event("Normal", "Started", "reset started" + (f" (rerun {rerun!r})" if rerun else ""))
+    elif status.start_time is None:
+        status = status.model_copy(update={"start_time": now()})
     run = _Run(ctx, namespace, name, status)
     await run.save(
         phase="Running",
         attempts=status.attempts + 1,
+        next_retry_time=None,
         conditions=run.conditions(
             ("Reconciling", True, "Running", "resetting sync tokens"),
             ("Ready", False, "Running", "resetting sync tokens"),
@@ -113,7 +133,7 @@ async def reconcile(
         try:
             spec = SyncTokenResetSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
-            raise InvalidSpec(_validation_message(exc)) from None
+            raise InvalidSpec(_validation_message(exc, "spec")) from None
         target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
         secrets = target.credentials.secret_values()
         client = IdmClient(
@@ -137,11 +157,11 @@ async def reconcile(
         async with ctx.locks.hold(client.base_url, ids):
             await _run_engine(run, client, refs, spec, post_event)
     except IdmSyncError as exc:
-        return await _failed(ctx, run, exc, retry, secrets, started, post_event)
+        return await _failed(ctx, run, exc, secrets, started, post_event)
     except Exception as exc:
         log.exception("unexpected error in %s/%s", namespace, name)
         error = InternalError(f"{type(exc).__name__}: {redact(str(exc), secrets)}")
-        return await _failed(ctx, run, error, retry, secrets, started, post_event)
+        return await _failed(ctx, run, error, secrets, started, post_event)
     finally:
         metrics.RESETS_IN_FLIGHT.dec()
     summary = "; ".join(f"{s.id}: {s.result}" for s in run.status.stages)
@@ -158,6 +178,53 @@ async def reconcile(
     metrics.RESETS.labels(result="Succeeded", reason="Succeeded").inc()
     metrics.RESET_DURATION.observe(time.monotonic() - started)
     return Outcome(message=summary)
+
+
+def _read_status(raw: Any) -> SyncTokenResetStatus:
+    if not isinstance(raw, dict):
+        raise InvalidStatus(f"status is a {type(raw).__name__}, not an object")
+    try:
+        return SyncTokenResetStatus.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidStatus(_validation_message(exc, "status")) from None
+
+
+def _raw_rerun(raw: Any) -> str:
+    """The rerun value an unreadable status answers, if it says (else: the first run's "")."""
+    value = raw.get("rerun") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+async def _invalid_status(
+    ctx: OperatorContext,
+    namespace: str,
+    name: str,
+    raw: Any,
+    generation: int | None,
+    error: InvalidStatus,
+    post_event: EventPoster,
+) -> Outcome:
+    """Fail safe: say so on the resource, touch nothing else, send nothing to IDM."""
+    message = (
+        f"{error.message}; not resuming from it (a change could be repeated). Fix the "
+        f"status, or set {RERUN_ANNOTATION} to a new value to start a new reset"
+    )
+    kept = raw.get("conditions") if isinstance(raw, dict) else None
+    conditions = SyncTokenResetStatus.model_validate({"conditions": kept}).conditions
+    for type_, value, reason, text in (
+        ("Ready", False, error.reason, message),
+        ("Reconciling", False, error.reason, ""),
+        ("Stalled", True, error.reason, message),
+    ):
+        conditions = set_condition(conditions, type_, value, reason, text, generation)
+    await ctx.kube.patch_status(namespace, name, {"conditions": _dump(conditions)})
+    post_event("Warning", error.reason, message)
+    metrics.RESETS.labels(result="Stalled", reason=error.reason).inc()
+    return Outcome(message=message)
+
+
+def _dump(conditions: list[Condition]) -> list[Mapping[str, Any]]:
+    return [c.model_dump(by_alias=True, mode="json") for c in conditions]
 
 
 async def _run_engine(
@@ -196,22 +263,31 @@ async def _failed(
     ctx: OperatorContext,
     run: _Run,
     error: IdmSyncError,
-    retry: int,
     secrets: tuple[str, ...],
     started: float,
     post_event: EventPoster,
 ) -> Outcome:
     message = redact(error.message, secrets)
     settings = ctx.settings
-    if error.requeue and retry < settings.retry_limit:
-        delay = min(settings.retry_backoff_max, settings.retry_backoff * 2**retry)
+    attempt, allowed = run.status.attempts, settings.retry_limit + 1
+    if error.requeue and attempt < allowed:
+        delay = min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (attempt - 1))
+        due = format_time(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay))
         await run.save(
+            next_retry_time=due,
             conditions=run.conditions(
                 ("Ready", False, error.reason, message),
-                ("Reconciling", True, error.reason, f"retry {retry + 1} in {delay:g}s"),
-            )
+                (
+                    "Reconciling",
+                    True,
+                    error.reason,
+                    f"try {attempt} of {allowed} failed; next at {due}",
+                ),
+            ),
         )
-        post_event("Warning", error.reason, f"{message} (retry {retry + 1} in {delay:g}s)")
+        post_event(
+            "Warning", error.reason, f"{message} (try {attempt} of {allowed}; next in {delay:g}s)"
+        )
         return Outcome(retry_in=delay, message=message)
     await run.save(
         phase="Failed",
@@ -228,9 +304,9 @@ async def _failed(
     return Outcome(message=message)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(exc: ValidationError, what: str) -> str:
     parts = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "spec"
+        where = ".".join(str(p) for p in error["loc"]) or what
         parts.append(f"{where}: {error['msg']}")
-    return "invalid spec: " + "; ".join(parts)
+    return f"invalid {what}: " + "; ".join(parts)

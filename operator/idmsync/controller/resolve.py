@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from idmsync.auth import AdminCredentials, BearerToken, Credentials, CredentialsRegistry, Secret
 from idmsync.auth.oauth import DEFAULT_SCOPE
-from idmsync.controller.kube import Kube
+from idmsync.controller.kube import KubeApi
 from idmsync.controller.models import SyncTokenResetSpec
 from idmsync.controller.settings import OperatorSettings
 from idmsync.engine import Action, Flavour, ResetOptions, TlsOptions
@@ -35,7 +35,7 @@ class ResolvedTarget:
 class SecretReader:
     """Reads keys of Secrets in one namespace; remembers each Secret for one resolve only."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    def __init__(self, kube: KubeApi, namespace: str) -> None:
         self.kube = kube
         self.namespace = namespace
         self._read: dict[str, dict[str, str]] = {}
@@ -63,7 +63,7 @@ class SecretReader:
 async def resolve_target(
     spec: SyncTokenResetSpec,
     namespace: str,
-    kube: Kube,
+    kube: KubeApi,
     settings: OperatorSettings,
     registry: CredentialsRegistry,
 ) -> ResolvedTarget:
@@ -96,7 +96,7 @@ async def resolve_target(
 
 
 async def _service_url(
-    spec: SyncTokenResetSpec, namespace: str, kube: Kube, settings: OperatorSettings
+    spec: SyncTokenResetSpec, namespace: str, kube: KubeApi, settings: OperatorSettings
 ) -> tuple[str, str, bool]:
     assert spec.target.service is not None
     ref = spec.target.service
@@ -195,4 +195,7 @@ def reset_options(spec: SyncTokenResetSpec) -> ResetOptions:
         verify_timeout=float(spec.live_sync.timeout_seconds),
         pause_schedules=spec.pause_schedules,
         dry_run=spec.dry_run,
+        # a change that failed unchanged is not retried inside a run: the controller
+        # requeues the whole reset instead, so one budget (status.attempts) bounds them all
+        change_attempts=1,
     )

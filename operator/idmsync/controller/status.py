@@ -11,9 +11,10 @@ import datetime
 from typing import Any
 
 from idmsync.controller.models import Condition, StageLiveSync, StageStatus, SyncTokenResetStatus
-from idmsync.engine import StageProgress, StageResult, Step
+from idmsync.engine import StageProgress
 
 __all__ = [
+    "format_time",
     "now",
     "progress_from_status",
     "set_condition",
@@ -23,8 +24,13 @@ __all__ = [
 ]
 
 
+def format_time(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC, to the second, as Kubernetes writes times."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(datetime.datetime.now(datetime.UTC))
 
 
 def set_condition(
@@ -54,10 +60,10 @@ def stage_status(progress: StageProgress) -> StageStatus:
     return StageStatus(
         id=progress.id,
         source=progress.source,
-        step=str(progress.step),
+        step=progress.step,
         previous_rev=progress.previous_rev,
         previous_token=progress.previous_token,
-        result=str(progress.result) if progress.result is not None else None,
+        result=progress.result,
         live_sync=StageLiveSync(triggered=progress.triggered, new_token=progress.new_token),
         message=progress.message,
     )
@@ -69,10 +75,10 @@ def progress_from_status(status: SyncTokenResetStatus) -> dict[str, StageProgres
         stage.id: StageProgress(
             id=stage.id,
             source=stage.source,
-            step=Step(stage.step),
+            step=stage.step,
             previous_rev=stage.previous_rev,
             previous_token=stage.previous_token,
-            result=StageResult(stage.result) if stage.result else None,
+            result=stage.result,
             triggered=stage.live_sync.triggered,
             new_token=stage.live_sync.new_token,
             message=stage.message,
