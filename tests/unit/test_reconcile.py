@@ -1,0 +1,336 @@
+"""The controller's service layer in milliseconds: reconcile against the IDM stub and an
+in-memory fake of the Kubernetes calls (tests/harness/fake_kube.py), driven the way kopf
+drives it (call again after ``retry_in``; the delays are recorded, not slept).
+
+The real API server tests (tests/integration) stay for RBAC, the CRD and process kills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from idmsync.controller.context import OperatorContext
+from idmsync.controller.reconcile import Outcome, reconcile
+from idmsync.controller.settings import OperatorSettings
+from tests.harness.fake_kube import FakeKube
+from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
+from tests.stub.idm_stub import IdmStub
+
+NAMESPACE, NAME = "identity", "ldap"
+RETRY_LIMIT = 2
+SPEC = {
+    "target": {"service": {"name": "idm", "port": "http"}},
+    "auth": {"adminSecretRef": {"name": "idm-admin"}},
+    "api": "IDM7",
+    "stages": {"sources": [LDAP_SOURCE]},
+}
+RECORDED = {
+    "id": LDAP_STAGE,
+    "source": LDAP_SOURCE,
+    "step": "Recorded",
+    "previousRev": "1",
+    "previousToken": 100,
+}
+
+
+class Operator:
+    """reconcile() with a fake Kubernetes, the stub behind Service idm, and the Events."""
+
+    def __init__(self, stub: IdmStub) -> None:
+        self.kube = FakeKube()
+        self.kube.add_service(NAMESPACE, "idm", stub.port)
+        self.kube.add_secret(
+            NAMESPACE, "idm-admin", {"username": ADMIN_USER, "password": ADMIN_PASSWORD}
+        )
+        settings = OperatorSettings(
+            retry_limit=RETRY_LIMIT,
+            retry_backoff=5.0,
+            http_attempts=2,
+            http_backoff=0.01,
+            service_url_template="{scheme}://127.0.0.1:{port}",
+        )
+        self.context = OperatorContext(settings=settings, kube=self.kube)
+        self.events: list[tuple[str, str, str]] = []
+        self.delays: list[float] = []
+
+    def post(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    async def reconcile(self) -> Outcome:
+        return await reconcile(self.context, NAMESPACE, NAME, self.post)
+
+    async def drive(self) -> Outcome:
+        """As kopf: call again after each TemporaryError delay (recorded, not slept)."""
+        for _ in range(20):
+            outcome = await self.reconcile()
+            if outcome.retry_in is None:
+                return outcome
+            self.delays.append(outcome.retry_in)
+        raise AssertionError("reconcile never settled")
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.kube.status(NAMESPACE, NAME)
+
+    def condition(self, type_: str) -> tuple[str, str]:
+        found = next(c for c in self.status["conditions"] if c["type"] == type_)
+        return found["status"], found["reason"]
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+
+@pytest.fixture
+async def operator(stub: IdmStub) -> AsyncIterator[Operator]:
+    harness = Operator(stub)
+    yield harness
+    await harness.context.close()
+
+
+async def test_a_reset_succeeds_with_conditions_events_and_the_audit(
+    operator: Operator, stub: IdmStub
+) -> None:
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+    await operator.drive()
+    status = operator.status
+    assert status["phase"] == "Succeeded"
+    assert status["attempts"] == 1
+    assert "nextRetryTime" not in status
+    (stage,) = status["stages"]
+    assert (stage["step"], stage["result"], stage["previousRev"], stage["previousToken"]) == (
+        "Done",
+        "Deleted",
+        "1",
+        100,
+    )
+    assert operator.condition("Ready") == ("True", "Succeeded")
+    assert operator.condition("Reconciling") == ("False", "Succeeded")
+    assert operator.condition("Stalled") == ("False", "Succeeded")
+    assert operator.reasons() == [
+        "Started",
+        "ServerResolved",
+        "StagesSelected",
+        "StageRecorded",
+        "StageChanged",
+        "LiveSyncTriggered",
+        "StageVerified",
+        "Succeeded",
+    ]
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+
+async def test_the_intent_is_persisted_before_the_delete_is_sent(
+    operator: Operator, stub: IdmStub
+) -> None:
+    seen_at_delete: list[Any] = []
+    stub.delay_after_next(
+        1,
+        0.0,
+        method="DELETE",
+        then=lambda: seen_at_delete.append(operator.status["stages"][0]["step"]),
+    )
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+    await operator.drive()
+    assert seen_at_delete == ["Recorded"]
+
+
+async def test_a_finished_reset_runs_again_only_for_a_new_rerun_value(
+    operator: Operator, stub: IdmStub
+) -> None:
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+    await operator.drive()
+    finished = operator.status
+    outcome = await operator.drive()
+    assert "already Succeeded" in outcome.message
+    assert operator.status == finished
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+    operator.kube.annotate(NAMESPACE, NAME, "idmsync.dev/rerun", "2")
+    await operator.drive()
+    assert (operator.status["phase"], operator.status["rerun"]) == ("Succeeded", "2")
+    assert operator.status["stages"][0]["previousToken"] == 105
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 2
+    assert await operator.drive() == Outcome(
+        message="already Succeeded; set idmsync.dev/rerun to run again"
+    )
+
+
+async def test_a_running_status_is_resumed_not_restarted(operator: Operator, stub: IdmStub) -> None:
+    running = {"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "attempts": 1}
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC, status={**running, "stages": [RECORDED]})
+    await operator.drive()
+    assert operator.status["startTime"] == "2026-01-01T00:00:00Z"
+    assert operator.status["attempts"] == 2, "the killed try counts"
+    assert "Started" not in operator.reasons()
+    assert [d.header("If-Match") for d in stub.requests_to(STAGE_PATH, "DELETE")] == ["1"]
+
+
+async def test_a_resumed_reset_spares_a_stage_livesync_recreated(
+    operator: Operator, stub: IdmStub
+) -> None:
+    with stub.lock:
+        stub.stages.clear()
+    stub.livesync(LDAP_SOURCE)  # recreated at rev "1", token 105
+    running = {"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "attempts": 1}
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC, status={**running, "stages": [RECORDED]})
+    await operator.drive()
+    assert stub.requests_to(STAGE_PATH, "DELETE") == []
+    (stage,) = operator.status["stages"]
+    assert stage["result"] == "Deleted"
+    assert "by an earlier run" in stage["message"]
+
+
+class TestRetryBudget:
+    async def test_a_persistent_5xx_sends_one_delete_per_try_and_fails_at_the_limit(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        stub.fail_next(99, 500, method="DELETE")
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+        await operator.drive()
+        tries = RETRY_LIMIT + 1
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == tries
+        assert operator.status["attempts"] == tries
+        assert operator.status["phase"] == "Failed"
+        assert operator.condition("Stalled") == ("True", "ServerError")
+        assert operator.condition("Ready") == ("False", "ServerError")
+        assert operator.delays == [5.0, 10.0], "backoff doubles per try"
+        ready = next(c for c in operator.status["conditions"] if c["type"] == "Ready")
+        assert "read back, the stage is unchanged: it was not" in ready["message"]
+
+    async def test_a_waiting_retry_shows_the_try_and_when_the_next_is_due(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        stub.fail_next(1, 500, method="DELETE")
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+        outcome = await operator.reconcile()
+        assert outcome.retry_in == 5.0
+        status = operator.status
+        assert status["phase"] == "Running"
+        assert status["attempts"] == 1
+        assert status["nextRetryTime"].endswith("Z")
+        reconciling = next(c for c in status["conditions"] if c["type"] == "Reconciling")
+        assert (reconciling["status"], reconciling["reason"]) == ("True", "ServerError")
+        assert f"try 1 of {RETRY_LIMIT + 1} failed; next at" in reconciling["message"]
+        assert operator.events[-1][:2] == ("Warning", "ServerError")
+
+        await operator.drive()
+        assert operator.status["phase"] == "Succeeded"
+        assert "nextRetryTime" not in operator.status
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 2
+
+    async def test_a_lost_delete_answer_is_read_back_and_the_reset_succeeds(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        stub.drop_after_next(1, method="DELETE", then=lambda: stub.livesync(LDAP_SOURCE))
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+        await operator.drive()
+        assert operator.status["phase"] == "Succeeded"
+        assert operator.status["attempts"] == 1
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+        (stage,) = operator.status["stages"]
+        assert stage["result"] == "Deleted"
+        assert "answer was lost" in stage["message"]
+
+    async def test_refused_credentials_fail_at_once(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        operator.kube.add_secret(NAMESPACE, "idm-admin", {"username": ADMIN_USER, "password": "x"})
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+        await operator.drive()
+        assert (operator.status["phase"], operator.status["attempts"]) == ("Failed", 1)
+        assert operator.condition("Stalled") == ("True", "Unauthorized")
+        assert operator.delays == []
+
+    async def test_a_missing_secret_is_requeued_then_fails_without_a_request(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        operator.kube.secrets.clear()
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+        await operator.drive()
+        assert (operator.status["phase"], operator.status["attempts"]) == (
+            "Failed",
+            RETRY_LIMIT + 1,
+        )
+        assert operator.condition("Stalled") == ("True", "SecretNotFound")
+        assert stub.requests == []
+
+
+class TestInvalidStatus:
+    @pytest.mark.parametrize(
+        "status",
+        [
+            {"phase": "Running", "stages": [{**RECORDED, "step": "Verifying"}]},
+            {"phase": "Running", "stages": [{**RECORDED, "previousRev": None}]},
+            {"phase": "Running", "stages": [{**RECORDED, "step": "Changed"}]},
+            {"phase": "Paused"},
+            {"phase": "Running", "attempts": "many"},
+            ["not", "an", "object"],
+        ],
+        ids=[
+            "unknown-step",
+            "recorded-without-rev",
+            "changed-without-result",
+            "unknown-phase",
+            "bad-attempts",
+            "not-an-object",
+        ],
+    )
+    async def test_is_stalled_with_an_event_and_nothing_is_sent(
+        self, operator: Operator, stub: IdmStub, status: Any
+    ) -> None:
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC, status=status)
+        outcome = await operator.drive()
+        assert stub.requests == []
+        assert outcome.retry_in is None
+        (patch,) = [p for _, _, p in operator.kube.patches]
+        assert set(patch) == {"conditions"}, "nothing but the conditions is touched"
+        assert operator.condition("Stalled") == ("True", "InvalidStatus")
+        assert operator.condition("Ready") == ("False", "InvalidStatus")
+        assert operator.condition("Reconciling") == ("False", "InvalidStatus")
+        (event,) = operator.events
+        assert event[:2] == ("Warning", "InvalidStatus")
+        assert "idmsync.dev/rerun" in event[2]
+
+    async def test_a_new_rerun_value_starts_a_new_reset(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        broken = {"phase": "Running", "stages": [{**RECORDED, "step": "Verifying"}]}
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC, status=broken)
+        await operator.drive()
+        assert stub.requests == []
+        operator.kube.annotate(NAMESPACE, NAME, "idmsync.dev/rerun", "after-fix")
+        await operator.drive()
+        assert (operator.status["phase"], operator.status["rerun"]) == ("Succeeded", "after-fix")
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+    async def test_unknown_fields_and_unreadable_conditions_are_read_leniently(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        status = {
+            "phase": "Running",
+            "startTime": "2026-01-01T00:00:00Z",
+            "fromANewerOperator": {"x": 1},
+            "conditions": [{"type": "Ready"}],
+            "stages": [{**RECORDED, "alsoNew": True}],
+        }
+        operator.kube.add_reset(NAMESPACE, NAME, SPEC, status=status)
+        await operator.drive()
+        assert operator.status["phase"] == "Succeeded"
+        assert operator.status["startTime"] == "2026-01-01T00:00:00Z"
+        assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+    async def test_recorded_stages_without_a_start_time_are_resumed_not_dropped(
+        self, operator: Operator, stub: IdmStub
+    ) -> None:
+        with stub.lock:
+            stub.stages.clear()
+        operator.kube.add_reset(
+            NAMESPACE, NAME, SPEC, status={"phase": "Running", "stages": [RECORDED]}
+        )
+        await operator.drive()
+        assert stub.requests_to(STAGE_PATH, "DELETE") == []
+        assert operator.status["stages"][0]["result"] == "Deleted"
+        assert operator.status["startTime"]
