@@ -153,6 +153,9 @@ class IdmClient:
             f"{STAGE_COLLECTION}/{validate_stage_id(stage_id)}",
             headers={"If-Match": rev},
             idempotent=False,
+            # a 2xx is the whole answer: the body (the deleted stage) is not needed, and a
+            # garbled one must not turn a delete that happened into a failure
+            answer_body=False,
         )
 
     async def write_stage_token(self, stage: Stage, token: Any) -> Stage:
@@ -213,6 +216,7 @@ class IdmClient:
         json_body: Any = None,
         flavour: Flavour | None = None,
         idempotent: bool | None = None,
+        answer_body: bool = True,
     ) -> Any:
         """One request; sent again on a transient failure only if that is safe.
 
@@ -244,7 +248,7 @@ class IdmClient:
                     refreshed = True
                     if await self.credentials.refresh(self.http):
                         continue
-                return self._decode(method, url, response)
+                return self._decode(method, url, response, answer_body=answer_body)
             except _NOT_SENT as exc:
                 error: IdmSyncError = ServerUnreachable(
                     f"{method} {url}: {type(exc).__name__}: {self._clip(str(exc))}"
@@ -274,11 +278,13 @@ class IdmClient:
             log.info("%s; retry %d in %.2fs", error.message, retry_number, delay)
             await asyncio.sleep(delay)
 
-    def _decode(self, method: str, url: str, response: httpx.Response) -> Any:
+    def _decode(
+        self, method: str, url: str, response: httpx.Response, *, answer_body: bool = True
+    ) -> Any:
         status = response.status_code
         what = f"{method} {url}"
         if 200 <= status < 300:
-            if not response.content:
+            if not response.content or not answer_body:
                 return {}
             try:
                 return response.json()
