@@ -79,11 +79,21 @@ class FakeKube:
             key: base64.b64encode(value.encode()).decode() for key, value in data.items()
         }
 
-    def add_service(self, namespace: str, name: str, port: int, port_name: str = "http") -> None:
+    def add_service(
+        self,
+        namespace: str,
+        name: str,
+        port: int,
+        port_name: str = "http",
+        *,
+        external_name: str | None = None,
+    ) -> None:
         self.services[namespace, name] = client.V1Service(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace),
             spec=client.V1ServiceSpec(
-                type="ClusterIP", ports=[client.V1ServicePort(name=port_name, port=port)]
+                type="ExternalName" if external_name else "ClusterIP",
+                external_name=external_name,
+                ports=[client.V1ServicePort(name=port_name, port=port)],
             ),
         )
 

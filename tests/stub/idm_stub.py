@@ -51,12 +51,15 @@ class RecordedRequest:
 @dataclass
 class Fault:
     kind: str  # status | drop | drop_after | malformed | delay | delay_after | bump_rev
+    #          | body (hostile answer bodies: huge, endless, drip) | redirect
     remaining: int
     method: str | None = None
     path_contains: str | None = None
     status: int = 500
     seconds: float = 0.0
     then: Callable[[], None] | None = None  # run after carrying the request out
+    body: str = ""  # huge | endless | drip
+    location: str = ""
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -188,6 +191,19 @@ class IdmStub:
         """Carry out the next matching requests, then wait before answering (a kill window)."""
         self._fault(Fault("delay_after", count, method, path, seconds=seconds, then=then))
 
+    def hostile_body_next(
+        self, count: int, body: str, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Answer 200 with a ``huge`` (64 MiB), ``endless`` or ``drip`` (a byte each 50 ms,
+        forever) body; the answering stops when the client hangs up."""
+        assert body in ("huge", "endless", "drip"), body
+        self._fault(Fault("body", count, method, path, body=body))
+
+    def redirect_next(
+        self, count: int, location: str, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        self._fault(Fault("redirect", count, method, path, location=location))
+
     def bump_rev_before_next(self, count: int = 1, *, method: str = "DELETE") -> None:
         """Just before the next ``count`` DELETE/PUT of a stage, a liveSync bumps its rev."""
         self._fault(Fault("bump_rev", count, method, STAGES + "/"))
@@ -247,6 +263,10 @@ class IdmStub:
                 await asyncio.sleep(fault.seconds)
             elif fault.kind == "status":
                 return _error(fault.status, "injected fault")
+            elif fault.kind == "redirect":
+                raise web.HTTPFound(location=fault.location)
+            elif fault.kind == "body":
+                return await _hostile_body(request, fault.body)
             elif fault.kind == "malformed":
                 return web.Response(
                     status=200, text='{"_id": "trunc', content_type="application/json"
@@ -451,6 +471,26 @@ def _if_match(request: web.Request) -> str | _Unparsable | None:
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
     return text if text.isdigit() else _Unparsable(text)
+
+
+async def _hostile_body(request: web.Request, kind: str) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    chunk = b"[" + b"0," * 32767
+    if kind == "huge":
+        response.content_length = 64 * 1024 * 1024
+    await response.prepare(request)
+    sent = 0
+    try:
+        while kind != "huge" or sent + len(chunk) <= 64 * 1024 * 1024:
+            if kind == "drip":
+                await response.write(b" ")
+                await asyncio.sleep(0.05)
+            else:
+                await response.write(chunk)
+                sent += len(chunk)
+    except (ConnectionError, RuntimeError):
+        pass  # the client hung up, as it should
+    return response
 
 
 def _stage_response(stage: dict[str, Any], status: int = 200) -> web.Response:

@@ -54,6 +54,11 @@ STAGE_COLLECTION = "repo/synchronisation/pooledSyncStage"
 #: failures that prove the request never reached the server: safe to send again
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
+#: the largest answer read (after decompression): stage answers are a few hundred bytes
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: the longest one request may take, answer included: a slow drip cannot hold a reset
+ANSWER_DEADLINE = 120.0
+
 # Auto reads info/version once per server and process; concurrent resets share the answer.
 _versions: dict[str, tuple[Flavour, str | None]] = {}
 _version_locks: dict[str, asyncio.Lock] = {}
@@ -75,6 +80,8 @@ class IdmClient:
         flavour: Flavour = Flavour.AUTO,
         context_path: str = "/openidm",
         retry: RetryPolicy | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        answer_deadline: float = ANSWER_DEADLINE,
     ) -> None:
         self.server_url = normalise_server_url(server_url)
         self.base_url = self.server_url + validate_context_path(context_path)
@@ -82,6 +89,8 @@ class IdmClient:
         self.http = http
         self.requested_flavour = flavour
         self.retry = retry or RetryPolicy()
+        self.max_answer_bytes = max_answer_bytes
+        self.answer_deadline = answer_deadline
         self._flavour: Flavour | None = None if flavour is Flavour.AUTO else flavour
         self._version: str | None = None
 
@@ -235,12 +244,13 @@ class IdmClient:
         while True:
             try:
                 auth = await self.credentials.headers(self.http)
-                response = await self.http.request(
+                response = await self._send(
                     method,
                     url,
                     params=params,
                     headers={**request_headers, **auth},
-                    json=json_body,
+                    json_body=json_body,
+                    answer_body=answer_body,
                 )
                 # IDM answers header logins with a session-jwt cookie: keep none of it
                 self.http.cookies.clear()
@@ -256,6 +266,11 @@ class IdmClient:
             except httpx.TimeoutException as exc:
                 error = ServerUnreachable(
                     f"{method} {url}: timed out ({type(exc).__name__})", outcome_unknown=True
+                )
+            except TimeoutError:
+                error = ServerUnreachable(
+                    f"{method} {url}: no complete answer within {self.answer_deadline:g}s",
+                    outcome_unknown=True,
                 )
             except httpx.TransportError as exc:
                 error = ServerUnreachable(
@@ -277,6 +292,52 @@ class IdmClient:
             delay = self.retry.delay(retry_number)
             log.info("%s; retry %d in %.2fs", error.message, retry_number, delay)
             await asyncio.sleep(delay)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        json_body: Any,
+        answer_body: bool,
+    ) -> httpx.Response:
+        """The request, its answer read within the deadline and the size bound."""
+        async with asyncio.timeout(self.answer_deadline):
+            request = self.http.build_request(
+                method, url, params=params, headers=headers, json=json_body
+            )
+            response = await self.http.send(request, stream=True)
+            try:
+                if not answer_body and 200 <= response.status_code < 300:
+                    content = b""  # the status is the whole answer; do not read the rest
+                else:
+                    content = await self._read_bounded(method, url, response)
+            finally:
+                await response.aclose()
+        kept = {
+            name: value
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        }
+        return httpx.Response(response.status_code, headers=kept, content=content, request=request)
+
+    async def _read_bounded(self, method: str, url: str, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_answer_bytes:
+                raise ProtocolError(
+                    f"{method} {url}: {response.status_code} with an answer larger than "
+                    f"{self.max_answer_bytes} bytes; not read further",
+                    status=response.status_code,
+                    # a change answered 2xx was carried out: the workflow reads back
+                    outcome_unknown=method != "GET" and response.is_success,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _decode(
         self, method: str, url: str, response: httpx.Response, *, answer_body: bool = True
