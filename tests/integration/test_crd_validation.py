@@ -431,7 +431,7 @@ def _status_document() -> dict[str, Any]:
                 {
                     "id": "SYSTEMLDAPACCOUNT",
                     "source": "system/ldap/account",
-                    "step": "Verified",
+                    "step": "Done",
                     "previousRev": "000000001ade755f",
                     "previousToken": {"cookie": "abc", "changeNumber": 100},
                     "result": "Deleted",

@@ -32,6 +32,10 @@ CHART_CRDS = REPO / "charts" / "idmsync" / "crds"
 PEERING_PATH = REPO / "manifests" / "peering" / "kopf-peerings.yaml"
 SAMPLES = REPO / "manifests" / "samples"
 
+#: Enums only the models enforce: the API server refuses null for an enum field, even a
+#: nullable one, and the operator writes null for these before they are known.
+MODEL_ONLY_ENUMS = {"status.stages[].result"}
+
 #: Patterns the models enforce in a model validator rather than on a Field: CRD path -> regex.
 VALIDATOR_PATTERNS = {
     "spec.stages.sources[]": SOURCE_PATTERN,
@@ -123,7 +127,10 @@ def _check_type(path: str, shape: Shape, node: dict[str, Any]) -> None:
     else:
         assert node.get("type") == shape.kind, f"{path}: {node.get('type')} != {shape.kind}"
         assert "x-kubernetes-int-or-string" not in node, path
-    if shape.enum is not None:
+    if shape.enum is not None and path in MODEL_ONLY_ENUMS:
+        assert shape.optional, f"{path}: only a nullable enum may be left to the model"
+        assert "enum" not in node, f"{path}: a nullable enum rejects null in the API server"
+    elif shape.enum is not None:
         assert node.get("enum") == list(shape.enum), f"{path}: enum differs from the Literal"
     else:
         assert "enum" not in node, f"{path}: enum in the CRD but not in the model"
