@@ -241,7 +241,10 @@ async def test_a_reset_racing_a_livesync_loop_ends_correct_20_times_in_a_row(
         loop_task = asyncio.create_task(livesync_loop())
         results = []
         try:
-            for _ in range(20):
+            # At least 20 resets, and keep resetting until the loop has also run 20 times while
+            # they did (on a loaded machine either side can be the slower one).
+            while len(results) < 20 or len(outcomes) < 20:
+                assert len(results) < 200, f"the liveSync loop ran only {len(outcomes)} times"
                 outcome = await run_reset(
                     client, [StageRef(STAGE, real_idm.ldap_source)], ResetOptions(verify_timeout=60)
                 )
@@ -249,11 +252,11 @@ async def test_a_reset_racing_a_livesync_loop_ends_correct_20_times_in_a_row(
         finally:
             stop.set()
             await loop_task
-    assert [r.result for r in results] == [StageResult.DELETED] * 20
+    assert [r.result for r in results] == [StageResult.DELETED] * len(results)
     assert all(r.new_token is not None for r in results)
     final = idm.stage()
     assert final is not None
     assert final["connectorData"]["syncToken"] == real_idm.last_change_number()
-    # the loop really raced: it ran throughout, and some of its runs collided with a reset
-    assert len(outcomes) > 20
+    # the loop really raced: it ran throughout the resets
+    assert len(outcomes) >= 20
     print(f"liveSync loop: {len(outcomes)} runs, statuses {sorted(set(outcomes))}")
