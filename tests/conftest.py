@@ -4,4 +4,5 @@ pytest_plugins: list[str] = [
     "tests.stub.fixtures",
     "tests.harness.k8s_fixtures",
     "tests.harness.idm_fixtures",
+    "tests.harness.health",
 ]

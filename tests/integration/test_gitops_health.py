@@ -1,0 +1,235 @@
+"""Argo CD's and Flux's verdicts on live SyncTokenResets, in every phase.
+
+Objects are read back from the real API server while the real operator works on them (or,
+for the states the operator leaves only for an instant, with a status it wrote carried over
+to an object in a namespace it does not watch), then judged by our health.lua in gopher-lua
+as Argo CD runs it and by kstatus as Flux runs it (tests/harness/health.py).
+
+Set IDMSYNC_HEALTH_CAPTURE=<dir> to also write each captured object there as YAML (how the
+testdata beside health.lua was made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.controlplane import Kubectl
+from tests.harness.health import HealthTool, Judgement, Verdict
+from tests.harness.operator_process import OperatorProcess
+from tests.integration.conftest import (
+    admin_secret,
+    condition,
+    get_reset,
+    reset_manifest,
+    service_manifest,
+    wait_for,
+    wait_phase,
+)
+from tests.stub.fixtures import LDAP_SOURCE, LDAP_STAGE
+from tests.stub.idm_stub import IdmStub
+
+pytestmark = pytest.mark.controlplane
+
+HOLD = "test.idmsync.dev/hold"
+
+
+def spec() -> dict[str, object]:
+    return {
+        "target": {"service": {"name": "idm", "port": "http"}},
+        "auth": {"adminSecretRef": {"name": "idm-admin"}},
+        "api": "IDM7",
+        "stages": {"sources": [LDAP_SOURCE]},
+    }
+
+
+def judged(tool: HealthTool, body: dict[str, Any], phase: str) -> Judgement:
+    capture = os.environ.get("IDMSYNC_HEALTH_CAPTURE")
+    if capture:
+        kept = json.loads(json.dumps(body))
+        kept["metadata"].pop("managedFields", None)
+        Path(capture).mkdir(parents=True, exist_ok=True)
+        (Path(capture) / f"{phase}.yaml").write_text(yaml.safe_dump(kept, sort_keys=False))
+    (judgement,) = tool.judge(body)
+    assert judgement.argocd == judgement.argocd_builtin, "the libraries Argo CD opens matter"
+    return judgement
+
+
+@pytest.fixture
+def idm(stub: IdmStub, kubectl: Kubectl, shared_namespace: str) -> IdmStub:
+    kubectl.apply(service_manifest("idm", shared_namespace, stub.port))
+    kubectl.apply(admin_secret(shared_namespace))
+    return stub
+
+
+def succeeded(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    kubectl.apply(reset_manifest(name, namespace, spec()))
+    body = wait_phase(kubectl, namespace, name, ("Succeeded", "Failed"))
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    return body
+
+
+def merge_patch(
+    kubectl: Kubectl, namespace: str, name: str, patch: dict[str, Any], *subresource: str
+) -> None:
+    where = ["synctokenreset", name, "-n", namespace, *subresource]
+    kubectl("patch", *where, "--type=merge", "-p", json.dumps(patch))
+
+
+def unwatched_copy(
+    kubectl: Kubectl, namespace: str, name: str, status: dict[str, Any], **meta: Any
+) -> dict[str, Any]:
+    """An object no operator watches, carrying a status the operator wrote elsewhere."""
+    kubectl.apply(reset_manifest(name, namespace, spec(), **meta))
+    merge_patch(kubectl, namespace, name, {"status": status}, "--subresource=status")
+    return get_reset(kubectl, namespace, name)
+
+
+def test_created_but_not_yet_seen_by_an_operator(
+    health_tool: HealthTool, kubectl: Kubectl, crd: None, namespace: str
+) -> None:
+    kubectl.apply(reset_manifest("pending", namespace, spec()))
+    body = get_reset(kubectl, namespace, "pending")
+    assert "status" not in body
+    judgement = judged(health_tool, body, "pending")
+    assert judgement.argocd == Verdict("Progressing", "waiting for the operator to start the reset")
+    # kstatus has nothing to go on without a status and calls it Current: documented in
+    # docs/gitops.md with the Flux healthCheckExprs that closes the gap
+    assert judgement.kstatus.status == "Current"
+
+
+def test_running(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    idm: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+) -> None:
+    idm.delay_next(1, 6, method="POST", path=LDAP_SOURCE)  # liveSync answers slowly
+    kubectl.apply(reset_manifest("running", shared_namespace, spec()))
+    body = wait_for(
+        lambda: (
+            found
+            if (found := get_reset(kubectl, shared_namespace, "running"))
+            .get("status", {})
+            .get("phase")
+            == "Running"
+            and found["status"]["stages"]
+            else None
+        ),
+        30,
+        "phase Running with a stage recorded",
+    )
+    judgement = judged(health_tool, body, "running")
+    assert judgement.argocd == Verdict("Progressing", "Running: resetting sync tokens")
+    assert judgement.kstatus == Verdict("InProgress", "resetting sync tokens")
+    wait_phase(kubectl, shared_namespace, "running", ("Succeeded",))
+
+
+def test_retrying_after_a_temporary_failure(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    idm: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+) -> None:
+    idm.stop()
+    kubectl.apply(reset_manifest("retrying", shared_namespace, spec()))
+
+    def retrying() -> dict[str, Any] | None:
+        body = get_reset(kubectl, shared_namespace, "retrying")
+        reconciling = condition(body, "Reconciling") or {}
+        return body if reconciling.get("reason") == "ServerUnreachable" else None
+
+    body = wait_for(retrying, 60, "Reconciling=ServerUnreachable")
+    assert body["status"]["phase"] == "Running"
+    judgement = judged(health_tool, body, "retrying")
+    assert judgement.argocd.status == "Progressing"
+    assert judgement.argocd.message.startswith("retrying after ServerUnreachable: ")
+    assert "(retry " in judgement.argocd.message
+    assert judgement.kstatus.status == "InProgress"
+    assert judgement.kstatus.message.startswith("retry ")
+
+
+def test_succeeded(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    idm: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+) -> None:
+    body = succeeded(kubectl, shared_namespace, "succeeded")
+    judgement = judged(health_tool, body, "succeeded")
+    assert judgement.argocd == Verdict("Healthy", f"Succeeded: {LDAP_STAGE}: Deleted")
+    assert judgement.kstatus.status == "Current"
+
+
+def test_failed_for_good(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    stub: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+) -> None:
+    kubectl.apply(service_manifest("idm", shared_namespace, stub.port))
+    kubectl.apply(admin_secret(shared_namespace, password="Wrong-Pw4-never-print-me"))
+    kubectl.apply(reset_manifest("failed", shared_namespace, spec()))
+    body = wait_phase(kubectl, shared_namespace, "failed", ("Failed", "Succeeded"), 90)
+    assert body["status"]["phase"] == "Failed"
+    judgement = judged(health_tool, body, "failed")
+    assert judgement.argocd.status == "Degraded"
+    assert judgement.argocd.message.startswith("Unauthorized: ")
+    stalled = condition(body, "Stalled")
+    assert stalled is not None
+    assert judgement.kstatus == Verdict("Failed", stalled["message"])
+
+
+def test_being_deleted(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    idm: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+) -> None:
+    succeeded(kubectl, shared_namespace, "deleting")
+    merge_patch(kubectl, shared_namespace, "deleting", {"metadata": {"finalizers": [HOLD]}})
+    kubectl("delete", "synctokenreset", "deleting", "-n", shared_namespace, "--wait=false")
+    body = get_reset(kubectl, shared_namespace, "deleting")
+    assert body["metadata"].get("deletionTimestamp")
+    judgement = judged(health_tool, body, "deleting")
+    assert judgement.argocd == Verdict("Progressing", "being deleted")
+    assert judgement.kstatus.status == "Terminating"
+    merge_patch(kubectl, shared_namespace, "deleting", {"metadata": {"finalizers": None}})
+
+
+def test_a_rerun_not_yet_started_and_a_lagging_generation(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    idm: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+    namespace: str,
+) -> None:
+    status = succeeded(kubectl, shared_namespace, "done")["status"]
+
+    rerun = unwatched_copy(
+        kubectl, namespace, "rerun", status, annotations={"idmsync.dev/rerun": "2"}
+    )
+    judgement = judged(health_tool, rerun, "rerun-requested")
+    assert judgement.argocd == Verdict(
+        "Progressing", "rerun 2 requested; waiting for the operator to start it"
+    )
+    assert judgement.kstatus.status == "Current", "kstatus cannot see a rerun request"
+
+    lagging = unwatched_copy(kubectl, namespace, "lagging", {**status, "observedGeneration": 0})
+    assert lagging["metadata"]["generation"] == 1
+    judgement = judged(health_tool, lagging, "generation-lag")
+    assert judgement.argocd == Verdict(
+        "Progressing", "waiting for the operator to observe generation 1"
+    )
+    assert judgement.kstatus.status == "InProgress"
