@@ -3,6 +3,7 @@ what it renders is accepted by a real kube-apiserver."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -67,6 +68,36 @@ def _render(helm: Path, release: str, namespace: str, *sets: str) -> list[dict[s
     return [d for d in yaml.safe_load_all(_helm(helm, *args)) if d]
 
 
+def _refused(helm: Path, *args: str) -> str:
+    completed = subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode != 0, f"helm accepted {args}:\n{completed.stdout[:2000]}"
+    return completed.stderr + completed.stdout
+
+
+#: Values a platform team could get wrong, and how the schema answers.
+BAD_VALUES = {
+    "replicas=two": "at '/replicas': got string, want integer",
+    "replikas=2": "additional properties 'replikas' not allowed",
+    "image.tagg=1.0": "at '/image': additional properties 'tagg' not allowed",
+    "image.pullPolicy=Sometimes": "at '/image/pullPolicy': value must be one of",
+    "image.digest=latest": "at '/image/digest': 'latest' does not match pattern",
+    "metrics.port=70000": "at '/metrics/port': maximum",
+    "metrics.service.enabled=yes": "at '/metrics/service/enabled': got string, want boolean",
+    "logFormat=xml": "at '/logFormat': value must be one of 'text', 'json'",
+    "watchNamespaces=team-a": "at '/watchNamespaces': got string, want array",
+    "watchNamespaces={Team_A}": "at '/watchNamespaces/0': 'Team_A' does not match pattern",
+    "allowedTargets={idm.example.com/path}": "at '/allowedTargets/0'",
+    "networkPolicy.enabled=true,networkPolicy.apiServer.cidrs={10.0.0.1}": (
+        "at '/networkPolicy/apiServer/cidrs/0'"
+    ),
+    "serviceMonitor.interval=often": "at '/serviceMonitor/interval'",
+    "podDisruptionBudget.maxUnavailable=1": "additional properties 'maxUnavailable' not allowed",
+    "nodeSelector.disk=1": "at '/nodeSelector/disk': got number, want string",
+}
+
+
 def _triples(rules: list[dict[str, Any]]) -> set[Triple]:
     return {
         (group, resource, verb)
@@ -113,6 +144,111 @@ def test_helm_lint_strict(helm: Path, sets: tuple[str, ...]) -> None:
     for value in sets:
         args += ["--set", value]
     assert "0 chart(s) failed" in _helm(helm, *args)
+
+
+@pytest.mark.parametrize("value", sorted(BAD_VALUES))
+def test_values_schema_rejects_wrong_types_and_unknown_keys(helm: Path, value: str) -> None:
+    for command in (["template", "x"], ["lint", "--strict"]):
+        error = _refused(helm, *command, str(CHART), "--set", value)
+        assert BAD_VALUES[value] in error, error
+        assert "values don't meet the specifications of the schema" in error
+
+
+def test_values_yaml_itself_is_what_the_schema_describes() -> None:
+    """Every default is in the schema (and the reverse): no key the schema forgot to forbid."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, Any], value: dict[str, Any], path: str) -> None:
+        if "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        properties = node.get("properties")
+        if properties is None:
+            return
+        assert node.get("additionalProperties") is False, f"{path}: open to unknown keys"
+        assert set(value) <= set(properties), f"{path}: {set(value) - set(properties)}"
+        for key, child in value.items():
+            if isinstance(child, dict):
+                walk(properties[key], child, f"{path}.{key}")
+
+    walk(schema, values, "values")
+    assert set(values) == set(schema["properties"]) - {"global"}
+
+
+def test_pod_disruption_budget_only_with_standby_replicas(helm: Path) -> None:
+    assert not _of_kind(_render(helm, "idmsync", "idmsync-system"), "PodDisruptionBudget")
+    documents = _render(helm, "idmsync", "idmsync-system", "replicas=2")
+    (budget,) = _of_kind(documents, "PodDisruptionBudget")
+    (deployment,) = _of_kind(documents, "Deployment")
+    assert budget["spec"]["minAvailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_network_policy_allows_only_the_api_server_dns_idm_and_allowed_targets(
+    helm: Path,
+) -> None:
+    assert not _of_kind(_render(helm, "idmsync", "idmsync-system"), "NetworkPolicy")
+    error = _refused(helm, "template", "x", str(CHART), "--set", "networkPolicy.enabled=true")
+    assert "networkPolicy.apiServer.cidrs" in error
+    documents = _render(
+        helm,
+        "idmsync",
+        "idmsync-system",
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+        "networkPolicy.externalTargets.cidrs={203.0.113.0/24}",
+        "watchNamespaces={team-a,team-b}",
+    )
+    (policy,) = _of_kind(documents, "NetworkPolicy")
+    (deployment,) = _of_kind(documents, "Deployment")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert [rule["ports"][0]["port"] for rule in spec["ingress"]] == ["metrics", "health"]
+    api, dns, idm, external = spec["egress"]
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    (watched,) = idm["to"][0]["namespaceSelector"]["matchExpressions"]
+    assert watched["values"] == ["team-a", "team-b"]
+    assert external["to"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    assert external["ports"] == [{"port": 443, "protocol": "TCP"}]
+
+
+def test_service_monitor_scrapes_the_metrics_service(helm: Path) -> None:
+    assert not _of_kind(_render(helm, "idmsync", "idmsync-system"), "ServiceMonitor")
+    documents = _render(
+        helm, "idmsync", "idmsync-system", "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prometheus",
+    )  # fmt: skip
+    (monitor,) = _of_kind(documents, "ServiceMonitor")
+    (service,) = _of_kind(documents, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["idmsync-system"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    error = _refused(
+        helm, "template", "x", str(CHART),
+        "--set", "serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false",
+    )  # fmt: skip
+    assert "serviceMonitor.enabled needs metrics.service.enabled" in error
+
+
+def test_image_digest_pins_the_image(helm: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    container = _container(_render(helm, "idmsync", "idmsync-system", f"image.digest={digest}"))
+    assert container["image"] == f"idmsync/idmsync-operator@{digest}"
 
 
 def test_cluster_mode_grants_exactly_what_the_manifests_grant(helm: Path) -> None:
@@ -177,13 +313,37 @@ def test_deployment_matches_the_manifests_deployment(helm: Path) -> None:
     )
 
 
+#: Everything optional switched on (the ServiceMonitor aside: see below).
+ALL_OPTIONS = (
+    "replicas=2",
+    "networkPolicy.enabled=true",
+    "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+    "networkPolicy.externalTargets.cidrs={203.0.113.0/24}",
+    "allowedTargets={idm.example.com,*.corp}",
+)
+
+
 def test_rendered_chart_is_accepted_by_the_api_server(
     helm: Path, kubectl: Kubectl, chart_crds: None, namespace: str
 ) -> None:
-    for sets in [(), (f"watchNamespaces={{{namespace}}}",)]:
-        rendered = yaml.safe_dump_all(_render(helm, "dry", namespace, *sets))
+    for sets in [
+        (),
+        (f"watchNamespaces={{{namespace}}}",),
+        ALL_OPTIONS,
+        (*ALL_OPTIONS, f"watchNamespaces={{{namespace}}}"),
+    ]:
+        documents = _render(helm, "dry", namespace, *sets)
+        rendered = yaml.safe_dump_all(documents)
         result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
+        created = {line.split(" ", 1)[0] for line in result.stdout.splitlines()}
+        expected = {f"{d['kind'].lower()}" for d in documents}
+        assert {c.split("/")[0].split(".")[0] for c in created} == expected, result.stdout
         assert "deployment.apps/dry-idmsync created (server dry run)" in result.stdout
+        if "replicas=2" in sets:
+            assert (
+                "poddisruptionbudget.policy/dry-idmsync created (server dry run)" in result.stdout
+            )
+            assert "networkpolicy.networking.k8s.io/dry-idmsync created" in result.stdout
 
 
 def test_namespaced_rbac_reaches_only_the_watched_namespace(

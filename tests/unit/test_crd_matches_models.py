@@ -348,8 +348,8 @@ def test_crd_names_columns_and_subresources() -> None:
     ids=["synctokenresets", "kopf-peerings"],
 )
 def test_chart_ships_byte_identical_crds(manifest: Path, copy: Path) -> None:
-    assert copy.is_file(), f"{copy} missing: copy {manifest} there"
-    assert copy.read_bytes() == manifest.read_bytes(), f"{copy} differs from {manifest}"
+    assert copy.is_file(), f"{copy} missing: run `make chart-crds`"
+    assert copy.read_bytes() == manifest.read_bytes(), f"{copy} drifted: run `make chart-crds`"
 
 
 def test_chart_ships_no_other_crds() -> None:

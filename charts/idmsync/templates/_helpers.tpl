@@ -35,6 +35,14 @@ app.kubernetes.io/part-of: idmsync
 {{- end }}
 {{- end }}
 
+{{- define "idmsync.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
 {{/* Rules for the resources idmsync serves; namespaced in a Role, or cluster-wide. */}}
 {{- define "idmsync.namespacedRules" -}}
 # The resource it serves: watch, record progress (annotations, finalizers) and status.
