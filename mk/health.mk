@@ -1,6 +1,6 @@
 # GitOps health: the Argo CD health script (manifests/health/) and tools/health, a Go program that
-# runs it in gopher-lua as Argo CD does and computes kstatus as Flux does. Built once per content
-# hash into $(IDMSYNC_CACHE)/bin (cold: about a minute, mostly k8s.io/api).
+# runs it in gopher-lua as Argo CD does, computes kstatus, and evaluates Flux healthCheckExprs.
+# Built once per content hash into $(IDMSYNC_CACHE)/bin (cold: 75 s, mostly k8s.io/api, cel-go).
 
 HEALTH_LUA := manifests/health/idmsync.dev/SyncTokenReset/health.lua
 ARGOCD_CM := manifests/health/argocd-cm.yaml

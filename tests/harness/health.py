@@ -1,9 +1,10 @@
 """How GitOps tools judge a SyncTokenReset, computed with their own code.
 
 ``tools/health`` is a small Go program that runs our Argo CD health script in gopher-lua the
-way Argo CD's controller does, and computes the object's kstatus (what Flux and kpt use) with
-sigs.k8s.io/cli-utils. ``tools/health/build.sh`` builds it once per content hash into the
-cache (``make health-tool``; about a minute cold) and prints its path.
+way Argo CD's controller does, computes the object's kstatus (what Flux and kpt use) with
+sigs.k8s.io/cli-utils, and evaluates the healthCheckExprs of our Flux Kustomization example
+with cel-go set up as Flux sets it up. ``tools/health/build.sh`` builds it once per content
+hash into the cache (``make health-tool``; about a minute cold) and prints its path.
 
 Fixture:
     health_tool  session  a HealthTool; ``judge(objects)`` returns one Judgement per object
@@ -21,7 +22,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "health" / "build.sh"
-HEALTH_LUA = REPO_ROOT / "manifests" / "health" / "idmsync.dev" / "SyncTokenReset" / "health.lua"
+HEALTH = REPO_ROOT / "manifests" / "health"
+HEALTH_LUA = HEALTH / "idmsync.dev" / "SyncTokenReset" / "health.lua"
+FLUX_KUSTOMIZATION = HEALTH / "flux-kustomization.yaml"
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,14 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Judgement:
-    """Argo CD's health (argocd-cm libraries and built-in libraries) and kstatus's status."""
+    """Argo CD's health (argocd-cm libraries and built-in libraries), kstatus's status, and
+    Flux's with our healthCheckExprs (its status, or ``error: ...`` when CEL could not answer:
+    Flux then reports Unknown and keeps waiting)."""
 
     argocd: Verdict
     argocd_builtin: Verdict
     kstatus: Verdict
+    flux: str
 
 
 class HealthTool:
@@ -62,7 +68,12 @@ class HealthTool:
 
     def _run(self, arguments: list[str], stdin: str | None) -> list[Judgement]:
         completed = subprocess.run(
-            [str(self.executable), "-script", str(self.script), *arguments],
+            [
+                str(self.executable),
+                *("-script", str(self.script)),
+                *("-flux", str(FLUX_KUSTOMIZATION)),
+                *arguments,
+            ],
             input=stdin,
             capture_output=True,
             text=True,
@@ -79,6 +90,7 @@ class HealthTool:
                     argocd=Verdict(**item["argocd"]),
                     argocd_builtin=Verdict(**item["argocdBuiltin"]),
                     kstatus=Verdict(**item["kstatus"]),
+                    flux=item["flux"].get("status") or f"error: {item['flux']['error']}",
                 )
             )
         return judged

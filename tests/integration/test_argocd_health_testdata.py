@@ -1,5 +1,6 @@
 """The Argo CD health script's own tests (health_test.yaml + testdata, Argo CD's layout), run in
-gopher-lua the way Argo CD runs them, plus kstatus's verdict on the same objects.
+gopher-lua the way Argo CD runs them, plus kstatus's verdict and Flux's (with the
+healthCheckExprs of manifests/health/flux-kustomization.yaml) on the same objects.
 
 No servers: only the tools/health binary (built by `make health-tool`).
 """
@@ -32,6 +33,21 @@ KSTATUS = {
 }
 
 
+#: Flux with our healthCheckExprs: the gaps kstatus leaves are closed. Without a status the
+#: expressions cannot be evaluated; Flux reports Unknown and waits for the operator.
+FLUX = {
+    "pending": "error: InProgress: no such attribute(s): status.phase",
+    "running": "InProgress",
+    "retrying": "InProgress",
+    "succeeded": "Current",
+    "failed": "Failed",
+    "failed-phase-only": "Failed",
+    "deleting": "InProgress",
+    "generation-lag": "InProgress",
+    "rerun-requested": "InProgress",
+}
+
+
 @pytest.fixture(scope="module")
 def judged(health_tool: HealthTool) -> dict[str, Judgement]:
     paths = [CUSTOMIZATION / case["inputPath"] for case in CASES]
@@ -56,10 +72,15 @@ def test_kstatus(name: str, judged: dict[str, Judgement]) -> None:
     assert judged[name].kstatus.status == KSTATUS[name]
 
 
+@pytest.mark.parametrize("name", sorted(FLUX))
+def test_flux_health_check_exprs(name: str, judged: dict[str, Judgement]) -> None:
+    assert judged[name].flux == FLUX[name]
+
+
 def test_every_testdata_file_is_a_case_and_every_verdict_is_covered() -> None:
     listed = {Path(case["inputPath"]).name for case in CASES}
     assert listed == {p.name for p in (CUSTOMIZATION / "testdata").glob("*.yaml")}
-    assert set(KSTATUS) == {Path(name).stem for name in listed}
+    assert set(KSTATUS) == set(FLUX) == {Path(name).stem for name in listed}
     assert {case["healthStatus"]["status"] for case in CASES} == {
         "Healthy",
         "Progressing",

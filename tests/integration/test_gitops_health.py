@@ -3,7 +3,8 @@
 Objects are read back from the real API server while the real operator works on them (or,
 for the states the operator leaves only for an instant, with a status it wrote carried over
 to an object in a namespace it does not watch), then judged by our health.lua in gopher-lua
-as Argo CD runs it and by kstatus as Flux runs it (tests/harness/health.py).
+as Argo CD runs it, by kstatus, and by Flux with our healthCheckExprs
+(tests/harness/health.py).
 
 Set IDMSYNC_HEALTH_CAPTURE=<dir> to also write each captured object there as YAML (how the
 testdata beside health.lua was made).
@@ -101,6 +102,8 @@ def test_created_but_not_yet_seen_by_an_operator(
     # kstatus has nothing to go on without a status and calls it Current: documented in
     # docs/gitops.md with the Flux healthCheckExprs that closes the gap
     assert judgement.kstatus.status == "Current"
+    # with our healthCheckExprs Flux cannot evaluate yet (Unknown) and keeps waiting
+    assert judgement.flux == "error: InProgress: no such attribute(s): status.phase"
 
 
 def test_running(
@@ -128,6 +131,7 @@ def test_running(
     judgement = judged(health_tool, body, "running")
     assert judgement.argocd == Verdict("Progressing", "Running: resetting sync tokens")
     assert judgement.kstatus == Verdict("InProgress", "resetting sync tokens")
+    assert judgement.flux == "InProgress"
     wait_phase(kubectl, shared_namespace, "running", ("Succeeded",))
 
 
@@ -154,6 +158,7 @@ def test_retrying_after_a_temporary_failure(
     assert "(retry " in judgement.argocd.message
     assert judgement.kstatus.status == "InProgress"
     assert judgement.kstatus.message.startswith("retry ")
+    assert judgement.flux == "InProgress"
 
 
 def test_succeeded(
@@ -167,6 +172,7 @@ def test_succeeded(
     judgement = judged(health_tool, body, "succeeded")
     assert judgement.argocd == Verdict("Healthy", f"Succeeded: {LDAP_STAGE}: Deleted")
     assert judgement.kstatus.status == "Current"
+    assert judgement.flux == "Current"
 
 
 def test_failed_for_good(
@@ -187,6 +193,7 @@ def test_failed_for_good(
     stalled = condition(body, "Stalled")
     assert stalled is not None
     assert judgement.kstatus == Verdict("Failed", stalled["message"])
+    assert judgement.flux == "Failed"
 
 
 def test_being_deleted(
@@ -204,6 +211,7 @@ def test_being_deleted(
     judgement = judged(health_tool, body, "deleting")
     assert judgement.argocd == Verdict("Progressing", "being deleted")
     assert judgement.kstatus.status == "Terminating"
+    assert judgement.flux == "InProgress", "deletion bumps metadata.generation"
     merge_patch(kubectl, shared_namespace, "deleting", {"metadata": {"finalizers": None}})
 
 
@@ -225,6 +233,7 @@ def test_a_rerun_not_yet_started_and_a_lagging_generation(
         "Progressing", "rerun 2 requested; waiting for the operator to start it"
     )
     assert judgement.kstatus.status == "Current", "kstatus cannot see a rerun request"
+    assert judgement.flux == "InProgress"
 
     lagging = unwatched_copy(kubectl, namespace, "lagging", {**status, "observedGeneration": 0})
     assert lagging["metadata"]["generation"] == 1
@@ -233,3 +242,4 @@ def test_a_rerun_not_yet_started_and_a_lagging_generation(
         "Progressing", "waiting for the operator to observe generation 1"
     )
     assert judgement.kstatus.status == "InProgress"
+    assert judgement.flux == "InProgress"

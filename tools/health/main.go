@@ -6,10 +6,12 @@
 //     any status outside Argo CD's six becoming Unknown. Two library sets are evaluated:
 //     "argocd" is a script from the argocd-cm ConfigMap (only package, base, table and a safe
 //     os), "argocdBuiltin" a script shipped inside Argo CD (all standard libraries too).
-//   - Flux / kpt / cli-utils: sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute.
+//   - Flux / kpt / cli-utils: sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute, and, with
+//     -flux, the healthCheckExprs of a Flux Kustomization evaluated with cel-go as Flux does.
 //
-// Usage: idmsync-health -script health.lua FILE...   (FILE: YAML or JSON, one or more
-// documents, or a List; "-" reads stdin). Prints one JSON array, one element per object.
+// Usage: idmsync-health [-script health.lua] [-flux kustomization.yaml] FILE...
+// (FILE: YAML or JSON, one or more documents, or a List; "-" reads stdin). Prints one JSON
+// array, one element per object.
 package main
 
 import (
@@ -45,22 +47,31 @@ type health struct {
 }
 
 type judgement struct {
-	Source        string  `json:"source"`
-	Namespace     string  `json:"namespace,omitempty"`
-	Name          string  `json:"name"`
-	ArgoCD        *health `json:"argocd,omitempty"`
-	ArgoCDBuiltin *health `json:"argocdBuiltin,omitempty"`
-	ArgoCDError   string  `json:"argocdError,omitempty"`
-	KStatus       health  `json:"kstatus"`
-	KStatusError  string  `json:"kstatusError,omitempty"`
+	Source        string       `json:"source"`
+	Namespace     string       `json:"namespace,omitempty"`
+	Name          string       `json:"name"`
+	ArgoCD        *health      `json:"argocd,omitempty"`
+	ArgoCDBuiltin *health      `json:"argocdBuiltin,omitempty"`
+	ArgoCDError   string       `json:"argocdError,omitempty"`
+	KStatus       health       `json:"kstatus"`
+	KStatusError  string       `json:"kstatusError,omitempty"`
+	Flux          *fluxVerdict `json:"flux,omitempty"`
 }
 
 func main() {
 	scriptPath := flag.String("script", "", "Argo CD health.lua to run (omit for kstatus only)")
+	fluxPath := flag.String("flux", "", "Flux Kustomization whose healthCheckExprs to evaluate")
 	flag.Parse()
 	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: idmsync-health [-script health.lua] FILE...")
+		fmt.Fprintln(os.Stderr, "usage: idmsync-health [-script health.lua] [-flux kustomization.yaml] FILE...")
 		os.Exit(2)
+	}
+	var checks []fluxCheck
+	if *fluxPath != "" {
+		var err error
+		if checks, err = readFluxChecks(*fluxPath); err != nil {
+			fail(fmt.Errorf("%s: %w", *fluxPath, err))
+		}
 	}
 	script := ""
 	if *scriptPath != "" {
@@ -77,7 +88,9 @@ func main() {
 			fail(fmt.Errorf("%s: %w", path, err))
 		}
 		for _, obj := range objects {
-			results = append(results, judge(path, obj, script))
+			judged := judge(path, obj, script)
+			judged.Flux = fluxStatus(checks, obj)
+			results = append(results, judged)
 		}
 	}
 	out := json.NewEncoder(os.Stdout)
