@@ -17,8 +17,10 @@ $(IDMSYNC_CACHE)/uv/bin/uv:
 	python3 -m pip install --quiet --target $(IDMSYNC_CACHE)/uv/lib uv==$(UV_VERSION)
 	mkdir -p $(IDMSYNC_CACHE)/uv/bin && ln -sf $(IDMSYNC_CACHE)/uv/lib/bin/uv $@
 
-# The lock is a hashed requirements file (uv pip compile): pinned, verified, and free of
-# index URLs. `make lock` refreshes it after a change to pyproject.toml.
+# The locks are hashed requirements files (uv pip compile): pinned, verified, and free of
+# index URLs. requirements.lock holds what the operator and CLI need at run time (the image and
+# the package test install it), requirements-dev.lock adds the dev group. `make lock` refreshes
+# both after a change to pyproject.toml.
 VENV_STAMP := $(UV_PROJECT_ENVIRONMENT)/.idmsync-installed
 
 .PHONY: venv
@@ -31,7 +33,9 @@ $(VENV_STAMP): requirements-dev.lock pyproject.toml | $(UV)
 	touch $@
 
 .PHONY: lock
-lock: $(UV) ## re-resolve requirements-dev.lock from pyproject.toml
+lock: $(UV) ## re-resolve requirements.lock and requirements-dev.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --generate-hashes --universal \
+		--python-version 3.11 --quiet -o requirements.lock
 	$(UV) pip compile pyproject.toml --group dev --generate-hashes --universal \
 		--python-version 3.11 --quiet -o requirements-dev.lock
 

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn, TextIO
 
 from idmsync.auth import (
@@ -180,11 +181,19 @@ def parse_token(text: str) -> Any:
         return text
 
 
+def _version() -> str:
+    try:
+        return version("idmsync-operator")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idmsync",
         description="Reset the liveSync syncToken of ForgeRock IDM / Identity Cloud.",
     )
+    parser.add_argument("--version", action="version", version=f"idmsync {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     server = argparse.ArgumentParser(add_help=False)

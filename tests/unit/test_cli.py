@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,15 @@ def idmsync(
     for secret in (ADMIN_PASSWORD, BEARER):
         assert secret not in result.stdout + result.stderr, "a secret reached the output"
     return result
+
+
+def test_version_is_the_installed_distributions() -> None:
+    result = subprocess.run(
+        [IDMSYNC, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    version = pyproject["project"]["version"]
+    assert (result.returncode, result.stdout) == (0, f"idmsync {version}\n")
 
 
 @pytest.mark.parametrize(
