@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.harness.net import free_port
@@ -25,7 +25,10 @@ class OperatorProcess:
         *,
         namespaces: str,
         settings: Mapping[str, str] | None = None,
+        command: Callable[[Mapping[str, str]], Sequence[str]] | None = None,
     ) -> None:
+        """``command``, given the operator's environment, returns the argv that starts it
+        (default: this checkout's ``idmsync run --verbose``)."""
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.metrics_port = free_port()
@@ -43,12 +46,14 @@ class OperatorProcess:
             "IDMSYNC_SERVICE_URL_TEMPLATE": "{scheme}://127.0.0.1:{port}",
             **(settings or {}),
         }
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         log = self.log_path.open("ab")
+        argv = list(self.command(self.env)) if self.command else [IDMSYNC, "run", "--verbose"]
         self.process = subprocess.Popen(
-            [IDMSYNC, "run", "--verbose"],
+            argv,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -62,6 +67,7 @@ class OperatorProcess:
             if "idmsync operator started" in self.log():
                 return self
             time.sleep(0.1)
+        self.kill()  # a half-started operator must not outlive the test that wanted it
         raise RuntimeError(f"operator did not start:\n{self.log()}")
 
     def log(self) -> str:
