@@ -153,11 +153,14 @@ def test_retrying_after_a_temporary_failure(
     body = wait_for(retrying, 60, "Reconciling=ServerUnreachable")
     assert body["status"]["phase"] == "Running"
     judgement = judged(health_tool, body, "retrying")
-    assert judgement.argocd.status == "Progressing"
-    assert judgement.argocd.message.startswith("retrying after ServerUnreachable: ")
-    assert "(retry " in judgement.argocd.message
-    assert judgement.kstatus.status == "InProgress"
-    assert judgement.kstatus.message.startswith("retry ")
+    ready, reconciling = condition(body, "Ready"), condition(body, "Reconciling")
+    assert ready is not None
+    assert reconciling is not None
+    assert judgement.argocd == Verdict(
+        "Progressing",
+        f"retrying after ServerUnreachable: {ready['message']} ({reconciling['message']})",
+    )
+    assert judgement.kstatus == Verdict("InProgress", reconciling["message"])
     assert judgement.flux == "InProgress"
 
 
