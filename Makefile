@@ -40,11 +40,13 @@ lock: $(UV) ## re-resolve requirements.lock and requirements-dev.lock from pypro
 		--python-version 3.11 --quiet -o requirements-dev.lock
 
 .PHONY: lint
-lint: venv ## ruff, ruff format --check, mypy strict, import-linter
+lint: venv ## ruff, ruff format --check, mypy strict, import-linter, gofmt
 	$(PY) -m ruff check operator tests bench
 	$(PY) -m ruff format --check operator tests bench
 	$(PY) -m mypy
 	cd $(CURDIR) && $(UV_PROJECT_ENVIRONMENT)/bin/lint-imports
+	@unformatted=$$(PATH=$${GO_BIN_DIR:-/usr/local/go/bin}:$$PATH gofmt -l tools/health); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt: $$unformatted"; exit 1; fi
 
 .PHONY: fmt
 fmt: venv ## format and autofix
