@@ -29,18 +29,28 @@ from idmsync.auth.oauth import DEFAULT_SCOPE
 from idmsync.engine import (
     Action,
     AllowPattern,
+    Drift,
     Event,
     Flavour,
     IdmClient,
+    LdapChangelog,
+    LdapDirectory,
+    ReconcileOptions,
     ResetOptions,
     ResetOutcome,
     RetryPolicy,
+    StageRef,
     TargetPolicy,
     TlsOptions,
+    When,
+    check_drift,
+    describe,
     make_http_client,
     run_reset,
     select_stages,
+    worst,
 )
+from idmsync.engine.recon import summary as recon_summary
 from idmsync.errors import (
     BadInput,
     CredentialsRefused,
@@ -64,15 +74,29 @@ EXIT_CODES: dict[type[IdmSyncError], int] = {
 }
 
 
+#: ``idmsync check``: exit status by the worst state found (errors keep the codes above)
+CHECK_EXIT_CODES: dict[Drift, int] = {
+    Drift.IN_SYNC: 0,
+    Drift.AHEAD: 6,
+    Drift.TRIMMED: 7,
+    Drift.UNKNOWN: 8,
+}
+
+#: the directory's bind password: from the environment only, like every credential
+LDAP_PASSWORD_VARIABLE = "LDAP_BIND_PASSWORD"  # noqa: S105 - a name, not a password
+
+
 class _RedactingFilter(logging.Filter):
     """Scrubs the credentials' secrets, asked afresh per record: OAuth tokens change."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, others: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.credentials = credentials
+        self.others = others
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self.credentials.secret_values())
+        secrets = (*self.credentials.secret_values(), *self.others)
+        record.msg = redact(record.getMessage(), secrets)
         record.args = None
         return True
 
@@ -230,10 +254,47 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-delay", type=float, default=0.5, help="first backoff delay in seconds (0.5)"
     )
 
-    reset = commands.add_parser("reset", parents=[server], help="reset sync stages")
-    reset.add_argument("--source", action="append", default=[], help="system/<connector>/<type>")
-    reset.add_argument("--id", action="append", default=[], dest="ids", help="stage id")
-    reset.add_argument("--all", action="store_true", help="every stage the server lists")
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument(
+        "--source", action="append", default=[], help="system/<connector>/<type>"
+    )
+    selection.add_argument("--id", action="append", default=[], dest="ids", help="stage id")
+    selection.add_argument("--all", action="store_true", help="every stage the server lists")
+
+    directory = argparse.ArgumentParser(add_help=False)
+    directory.add_argument(
+        "--ldap-url",
+        help="the directory the stages read from, ldap(s)://host[:port] (drift check); bind "
+        f"password from {LDAP_PASSWORD_VARIABLE}",
+    )
+    directory.add_argument(
+        "--ldap-bind-dn", help="bind DN for the drift check (default: $LDAP_BIND_DN)"
+    )
+    directory.add_argument("--ldap-start-tls", action="store_true", help="StartTLS on ldap://")
+    directory.add_argument("--ldap-ca-file", help="PEM file of CAs to trust for the directory")
+
+    check = commands.add_parser(
+        "check",
+        parents=[server, selection, directory],
+        help="compare stage tokens with the directory's changelog (exit 0 InSync, 6 Ahead, "
+        "7 Trimmed, 8 Unknown)",
+    )
+    check.set_defaults(command="check")
+
+    reset = commands.add_parser(
+        "reset", parents=[server, selection, directory], help="reset sync stages"
+    )
+    reset.add_argument(
+        "--when",
+        choices=("always", "out-of-sync"),
+        default="always",
+        help="out-of-sync: reset only the stages the drift check finds Ahead or Trimmed "
+        "(needs --ldap-url)",
+    )
+    reset.add_argument(
+        "--reconcile", metavar="MAPPING", help="after the reset, reconcile this mapping"
+    )
+    reset.add_argument("--reconcile-timeout", type=float, default=3600.0, help="seconds (3600)")
     reset.add_argument("--set-token", help="write this token instead of deleting the stage")
     reset.add_argument("--no-livesync", action="store_true", help="do not trigger liveSync")
     reset.add_argument("--no-verify", action="store_true", help="do not wait for the stage")
@@ -281,7 +342,41 @@ def _options(args: argparse.Namespace) -> ResetOptions:
         verify_timeout=args.verify_timeout,
         pause_schedules=args.pause_schedules,
         dry_run=args.dry_run,
+        when=When.OUT_OF_SYNC if args.when == "out-of-sync" else When.ALWAYS,
+        reconcile=(
+            ReconcileOptions(mapping=args.reconcile, timeout=args.reconcile_timeout)
+            if args.reconcile
+            else None
+        ),
     )
+
+
+def _changelog(args: argparse.Namespace, env: Mapping[str, str]) -> LdapChangelog | None:
+    if not getattr(args, "ldap_url", None):
+        if args.command == "check":
+            raise InvalidSpec("check needs --ldap-url (the directory the stages read from)")
+        return None
+    ca_pem = None
+    if args.ldap_ca_file:
+        try:
+            with open(args.ldap_ca_file, encoding="utf-8") as handle:
+                ca_pem = handle.read()
+        except OSError as exc:
+            raise InvalidSpec(f"--ldap-ca-file {args.ldap_ca_file}: {exc.strerror}") from None
+    password = env.get(LDAP_PASSWORD_VARIABLE)
+    bind_dn = args.ldap_bind_dn or env.get("LDAP_BIND_DN") or None
+    if password and not bind_dn:
+        raise InvalidSpec(f"{LDAP_PASSWORD_VARIABLE} is set but no bind DN (--ldap-bind-dn)")
+    directory = LdapDirectory(
+        url=args.ldap_url,
+        bind_dn=bind_dn,
+        password=Secret(password) if password else None,
+        start_tls=args.ldap_start_tls,
+        ca_pem=ca_pem,
+        insecure_skip_verify=args.insecure_skip_verify,
+    )
+    directory.check_policy(_policy(args))
+    return LdapChangelog(directory)
 
 
 def _outcome_json(outcome: ResetOutcome) -> dict[str, Any]:
@@ -302,7 +397,9 @@ def _outcome_json(outcome: ResetOutcome) -> dict[str, Any]:
     }
 
 
-async def _run(args: argparse.Namespace, credentials: Credentials, out: TextIO) -> None:
+async def _run(
+    args: argparse.Namespace, credentials: Credentials, env: Mapping[str, str], out: TextIO
+) -> int:
     server_url = args.url.rstrip("/")
     client_tls = _tls(args)
     async with make_http_client(client_tls, timeout=args.timeout) as http:
@@ -317,18 +414,24 @@ async def _run(args: argparse.Namespace, credentials: Credentials, out: TextIO) 
         _policy(args).check(client.server_url)
         if args.command == "stages":
             await _stages(client, args.output, out)
-            return
+            return 0
+        changelog = _changelog(args, env)
         stages = await select_stages(client, sources=args.source, ids=args.ids, all_stages=args.all)
+        if args.command == "check":
+            assert changelog is not None
+            return await _check(client, changelog, stages, args.output, out)
 
         async def show(event: Event) -> None:
             if args.output == "text" or args.verbose:
                 print(f"  {event.kind:<18} {event.message}", file=sys.stderr, flush=True)
 
-        outcome = await run_reset(client, stages, _options(args), observer=show)
+        outcome = await run_reset(
+            client, stages, _options(args), observer=show, changelog=changelog
+        )
         if args.output == "json":
             json.dump(_outcome_json(outcome), out, indent=2)
             out.write("\n")
-            return
+            return 0
         server = outcome.server
         print(f"server {server.url} ({server.flavour}, {server.version or '?'})", file=out)
         for stage in outcome.stages:
@@ -338,6 +441,44 @@ async def _run(args: argparse.Namespace, credentials: Credentials, out: TextIO) 
                 + (f" ({stage.message})" if stage.message else ""),
                 file=out,
             )
+        if outcome.reconciliation is not None:
+            print(recon_summary(outcome.reconciliation), file=out)
+    return 0
+
+
+async def _check(
+    client: IdmClient,
+    changelog: LdapChangelog,
+    stages: Sequence[StageRef],
+    output: str,
+    out: TextIO,
+) -> int:
+    span, checks = await check_drift(client, changelog, stages)
+    verdict = worst(list(checks.values()))
+    if output == "json":
+        report = {
+            "directory": changelog.where,
+            "firstChangeNumber": span.first,
+            "lastChangeNumber": span.last,
+            "state": str(verdict),
+            "stages": [
+                {
+                    "id": stage_id,
+                    "state": str(check.state),
+                    "token": check.token,
+                    "lag": check.lag,
+                    "message": describe(check),
+                }
+                for stage_id, check in checks.items()
+            ],
+        }
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    else:
+        print(f"directory {changelog.where}: changelog {span.first}..{span.last}", file=out)
+        for stage_id, check in checks.items():
+            print(f"{stage_id}: {describe(check)}", file=out)
+    return CHECK_EXIT_CODES[verdict]
 
 
 async def _stages(client: IdmClient, output: str, out: TextIO) -> None:
@@ -366,25 +507,27 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 0
     credentials: Credentials | None = None
     handler = logging.StreamHandler(sys.stderr)
+    others = tuple(p for p in (environment.get(LDAP_PASSWORD_VARIABLE),) if p)
+    code = 0
     try:
         credentials = credentials_from_env(
             environment, server_url=args.url, allow_insecure_http=args.allow_insecure_http
         )
-        handler.addFilter(_RedactingFilter(credentials))
+        handler.addFilter(_RedactingFilter(credentials, others))
         logging.basicConfig(
             level=logging.INFO if args.verbose else logging.WARNING,
             handlers=[handler],
             format="%(levelname)s %(name)s: %(message)s",
             force=True,
         )
-        asyncio.run(_run(args, credentials, sys.stdout))
+        code = asyncio.run(_run(args, credentials, environment, sys.stdout))
     except IdmSyncError as exc:
-        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
-        secrets = credentials.secret_values() if credentials is not None else ()
-        _fail(f"{exc.reason}: {redact(exc.message, secrets)}", code)
+        status = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+        secrets = (*(credentials.secret_values() if credentials is not None else ()), *others)
+        _fail(f"{exc.reason}: {redact(exc.message, secrets)}", status)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    return 0
+    return code
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "BadInput",
+    "ChangelogUnavailable",
     "CredentialsRefused",
     "Forbidden",
     "IdmSyncError",
@@ -42,6 +43,8 @@ __all__ = [
     "LiveSyncFailed",
     "NotFound",
     "ProtocolError",
+    "ReconFailed",
+    "ReconTimeout",
     "ReferenceMissing",
     "RevisionConflict",
     "SecretKeyMissing",
@@ -210,6 +213,12 @@ class ProtocolError(ServerRefused):
     reason = "ProtocolError"
 
 
+class ChangelogUnavailable(ServerRefused):
+    """The directory of a drift check shows no change numbers (changelog off, or hidden)."""
+
+    reason = "ChangelogUnavailable"
+
+
 # --- ServerFailure -------------------------------------------------------------------
 
 
@@ -217,6 +226,15 @@ class ServerError(ServerFailure):
     """5xx from the server."""
 
     reason = "ServerError"
+
+
+class ReconFailed(ServerFailure):
+    """The reconciliation run after the reset ended FAILED or CANCELED.
+
+    Requeued: the stages are done and recorded, a new try runs only the reconciliation.
+    """
+
+    reason = "ReconFailed"
 
 
 class LiveSyncFailed(ServerFailure):
@@ -244,6 +262,12 @@ class VerifyTimeout(IdmSyncError):
     """The stage did not come back with a token within the time allowed."""
 
     reason = "VerifyTimeout"
+
+
+class ReconTimeout(IdmSyncError):
+    """The reconciliation did not finish within the time allowed (it is left running)."""
+
+    reason = "ReconTimeout"
 
 
 class InternalError(IdmSyncError):

@@ -76,6 +76,8 @@ class Source:
     native_type: str = "integer"
     applied: list[int] = field(default_factory=list)  # change numbers liveSync processed
     livesync_error: str | None = None
+    #: the oldest change the changelog still holds (older ones were purged)
+    first: int = 1
 
 
 class IdmStub:
@@ -97,6 +99,14 @@ class IdmStub:
         self.faults: list[Fault] = []
         self.scheduler_paused = False
         self.scheduler_calls: list[str] = []
+        #: scheduled jobs by id (``add_livesync_job``), each with ``paused`` as IDM 7 keeps it
+        self.jobs: dict[str, dict[str, Any]] = {}
+        #: liveSync sources reported running, with how many more polls they stay so
+        self.running: dict[str, int] = {}
+        #: sync mappings recon can run: name -> (source, polls until done, final state)
+        self.mappings: dict[str, tuple[str, int, str]] = {}
+        self.recons: dict[str, dict[str, Any]] = {}
+        self.reconciled: list[str] = []  # mappings whose recon ran to SUCCESS
         self.lock = threading.RLock()
         self._server = LoopbackServer(self._make_app, "idm-stub")
         self.port = 0
@@ -320,6 +330,18 @@ class IdmStub:
             return self._system_action(request, path[len("/openidm/") :])
         if path == "/openidm/scheduler/job" and method == "POST":
             return self._scheduler(request)
+        if path == "/openidm/scheduler/job" and method == "GET":
+            return self._query_jobs()
+        if path.startswith("/openidm/scheduler/job/") and method == "POST":
+            return self._job_action(request, path.rsplit("/", 1)[-1])
+        if path == "/openidm/recon" and method == "POST":
+            return self._start_recon(request)
+        if path == "/openidm/recon" and method == "GET":
+            with self.lock:
+                runs = [dict(run) for run in self.recons.values()]
+            return web.json_response({"_id": "", "reconciliations": runs})
+        if path.startswith("/openidm/recon/") and method == "GET":
+            return self._read_recon(path.rsplit("/", 1)[-1])
         return _error(404, f"Resource '{path}' not found")
 
     def _query_stages(self, request: web.Request) -> web.Response:
@@ -427,7 +449,8 @@ class IdmStub:
                 return {"connectorData": data}
             token = stage["connectorData"]["syncToken"]
             start = int(token) if token is not None else state.latest
-            state.applied.extend(range(start + 1, state.latest + 1))
+            # changes purged from the changelog are never seen (a Trimmed token misses them)
+            state.applied.extend(range(max(start + 1, state.first), state.latest + 1))
             # every run writes the stage, changes or not; the answer shows the rev it read
             read_rev = stage["_rev"]
             self.stages[stage_id] = {
@@ -441,8 +464,148 @@ class IdmStub:
                 "_rev": read_rev,
             }
 
+    # --- scheduler jobs and reconciliation (as OpenIDM 6.1 answers; per-job pause from 7) ---
+
+    def add_livesync_job(self, job_id: str, source: str) -> None:
+        with self.lock:
+            self.jobs[job_id] = {
+                "_id": job_id,
+                "enabled": True,
+                "persisted": True,
+                "type": "cron",
+                "schedule": "0/15 * * * * ?",
+                "invokeService": "org.forgerock.openidm.provisioner",
+                "invokeContext": {"action": "liveSync", "source": source},
+                "concurrentExecution": False,
+                "paused": False,
+            }
+
+    def livesync_running(self, source: str, polls: int) -> None:
+        """Report a liveSync of ``source`` as running for the next ``polls`` asks."""
+        with self.lock:
+            self.running[source] = polls
+
+    def add_mapping(
+        self, name: str, source: str, *, polls: int = 2, state: str = "SUCCESS"
+    ) -> None:
+        """A mapping whose recon stays ACTIVE for ``polls`` reads, then ends ``state``."""
+        with self.lock:
+            self.mappings[name] = (source, polls, state)
+
+    @property
+    def _per_job_pause(self) -> bool:
+        return int(self.version.split(".")[0]) >= 7
+
+    def _query_jobs(self) -> web.Response:
+        with self.lock:
+            rows = [{k: v for k, v in job.items() if k != "paused"} for job in self.jobs.values()]
+        return web.json_response(
+            {
+                "result": rows,
+                "resultCount": len(rows),
+                "pagedResultsCookie": None,
+                "totalPagedResultsPolicy": "EXACT",
+                "totalPagedResults": len(rows),
+                "remainingPagedResults": -1,
+            }
+        )
+
+    def _job_action(self, request: web.Request, job_id: str) -> web.Response:
+        action = request.query.get("_action")
+        if not self._per_job_pause or action not in ("pause", "resume"):
+            # OpenIDM 6.1 knows only the collection actions, and says so with a 500
+            return _error(
+                500,
+                "Expecting String containing one of: create listCurrentlyExecutingJobs "
+                "pauseJobs resumeJobs",
+            )
+        with self.lock:
+            if job_id not in self.jobs:
+                return _error(404, f"Job {job_id} not found")
+            self.scheduler_calls.append(f"{action}:{job_id}")
+            self.jobs[job_id]["paused"] = action == "pause"
+        return web.json_response({"success": True})
+
+    def _running_jobs(self) -> web.Response:
+        rows = []
+        with self.lock:
+            for source, polls in list(self.running.items()):
+                if polls <= 0:
+                    del self.running[source]
+                    continue
+                self.running[source] = polls - 1
+                # as OpenIDM 6.1 lists them: the job's fields, but no _id
+                rows.append(
+                    {
+                        "enabled": True,
+                        "persisted": True,
+                        "type": "cron",
+                        "invokeService": "org.forgerock.openidm.provisioner",
+                        "invokeContext": {"action": "liveSync", "source": source},
+                        "concurrentExecution": False,
+                    }
+                )
+        return web.json_response(rows)
+
+    def _start_recon(self, request: web.Request) -> web.Response:
+        if request.query.get("_action") != "recon":
+            return _error(400, "Unsupported action")
+        mapping = request.query.get("mapping")
+        if not mapping:
+            return _error(400, "/mapping: Expecting a value")
+        with self.lock:
+            if mapping not in self.mappings:
+                return _error(409, f"No such mapping: {mapping}")
+            recon_id = f"stub-recon-{len(self.recons) + 1}"
+            source, polls, final = self.mappings[mapping]
+            self.recons[recon_id] = {
+                "_id": recon_id,
+                "mapping": mapping,
+                "state": "ACTIVE",
+                "stage": "ACTIVE_INITIALIZED",
+                "stageDescription": "initialized",
+                "progress": {
+                    "source": {"existing": {"processed": 0, "total": "?"}},
+                    "target": {"existing": {"processed": 0, "total": "?"}, "created": 0},
+                    "links": {"existing": {"processed": 0, "total": "?"}, "created": 0},
+                },
+                "situationSummary": {"CONFIRMED": 0, "ABSENT": 0, "MISSING": 0},
+                "statusSummary": {"SUCCESS": 0, "FAILURE": 0},
+                "parameters": {"sourceQuery": {"resourceName": source, "queryId": "query-all-ids"}},
+                "started": "2026-11-29T04:31:20.357Z",
+                "ended": "",
+                "_polls": polls,
+                "_final": final,
+            }
+        return web.json_response({"_id": recon_id, "state": "ACTIVE"})
+
+    def _read_recon(self, recon_id: str) -> web.Response:
+        with self.lock:
+            run = self.recons.get(recon_id)
+            if run is None:
+                return _error(404, f"Reconciliation with id {recon_id} not found.")
+            if run["state"] == "ACTIVE":
+                if run["_polls"] > 0:
+                    run["_polls"] -= 1
+                    run["stage"] = "ACTIVE_RECONCILING_SOURCE"
+                else:
+                    final = run["_final"]
+                    run["state"] = final
+                    run["stage"] = f"COMPLETED_{final}"
+                    run["ended"] = "2026-11-29T04:31:21.645Z"
+                    if final == "SUCCESS":
+                        run["progress"]["source"]["existing"] = {"processed": 3, "total": "3"}
+                        run["progress"]["target"]["created"] = 1
+                        run["situationSummary"].update(CONFIRMED=2, ABSENT=1)
+                        run["statusSummary"] = {"SUCCESS": 3, "FAILURE": 0}
+                        self.reconciled.append(run["mapping"])
+            answer = {k: v for k, v in run.items() if not k.startswith("_") or k == "_id"}
+        return web.json_response(answer)
+
     def _scheduler(self, request: web.Request) -> web.Response:
         action = request.query.get("_action")
+        if action == "listCurrentlyExecutingJobs":
+            return self._running_jobs()
         with self.lock:
             self.scheduler_calls.append(str(action))
             if action == "pauseJobs":

@@ -88,6 +88,10 @@ def _shape(annotation: Any) -> Shape:
     if origin is list:
         (item,) = get_args(annotation)
         return Shape("array", item=_shape(item))
+    if origin is dict:
+        key, value = get_args(annotation)
+        assert key is str, annotation
+        return Shape("map", item=_shape(value))
     if annotation is Any:
         return Shape("any", optional=True)
     if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):
@@ -121,6 +125,12 @@ def _check_type(path: str, shape: Shape, node: dict[str, Any]) -> None:
     if shape.kind == "int-or-string":
         assert node.get("x-kubernetes-int-or-string") is True, f"{path}: not int-or-string"
         assert "type" not in node, f"{path}: int-or-string must not have a type"
+    elif shape.kind == "map":
+        # a string-keyed map: an object whose values all have the item's type
+        assert node.get("type") == "object", f"{path}: a map must be an object"
+        assert shape.item is not None
+        assert node.get("additionalProperties", {}).get("type") == shape.item.kind, path
+        assert "properties" not in node, f"{path}: a map has no fixed properties"
     elif shape.kind == "any":
         assert node.get("x-kubernetes-preserve-unknown-fields") is True, f"{path}: not free-form"
         assert "type" not in node, f"{path}: a free-form value must not have a type"

@@ -12,9 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from idmsync.engine import StageResult, Step
+from idmsync.engine import Drift, StageResult, Step
 from idmsync.engine.naming import (
     CONTEXT_PATH_PATTERN,
+    MAPPING_PATTERN,
     SOURCE_PATTERN,
     STAGE_ID_PATTERN,
     URL_PATTERN,
@@ -28,7 +29,10 @@ __all__ = [
     "RERUN_ANNOTATION",
     "VERSION",
     "Auth",
+    "Check",
     "Condition",
+    "LdapCheck",
+    "Reconcile",
     "SyncTokenResetSpec",
     "SyncTokenResetStatus",
 ]
@@ -185,6 +189,62 @@ class LiveSync(_Model):
     timeout_seconds: int = Field(default=120, alias="timeoutSeconds", ge=1, le=3600)
 
 
+LDAP_URL_PATTERN = (
+    r"^ldaps?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^ldaps?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
+
+
+class LdapService(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=63)
+    port: int | str = 389
+    scheme: Literal["ldap", "ldaps"] = "ldap"
+
+    @model_validator(mode="after")
+    def _port(self) -> LdapService:
+        if isinstance(self.port, int):
+            if not 1 <= self.port <= 65535:
+                raise ValueError("service.port must be a number 1-65535 or a port name")
+        elif not (re.fullmatch(PORT_NAME, self.port) and len(self.port) <= 15):
+            raise ValueError("service.port must be a number 1-65535 or a port name")
+        return self
+
+
+class BindSecretRef(_Model):
+    name: str = Field(pattern=DNS_NAME, max_length=253)
+    bind_dn_key: str = Field(default="bindDN", alias="bindDNKey", pattern=KEY_NAME, max_length=253)
+    password_key: str = Field(
+        default="password", alias="passwordKey", pattern=KEY_NAME, max_length=253
+    )
+
+
+class LdapCheck(_Model):
+    """The directory whose changelog the stages read: an LDAP service or URL."""
+
+    service: LdapService | None = None
+    url: str | None = Field(default=None, pattern=LDAP_URL_PATTERN, max_length=512)
+    bind_secret_ref: BindSecretRef | None = Field(default=None, alias="bindSecretRef")
+    start_tls: bool = Field(default=False, alias="startTLS")
+    ca_secret_ref: SecretKeyRef | None = Field(default=None, alias="caSecretRef")
+    insecure_skip_verify: bool = Field(default=False, alias="insecureSkipVerify")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LdapCheck:
+        if (self.service is None) == (self.url is None):
+            raise ValueError("check.ldap: set exactly one of service, url")
+        return self
+
+
+class Check(_Model):
+    ldap: LdapCheck
+    #: re-check this often while the resource exists (status.drift, the lag gauge)
+    interval_seconds: int | None = Field(default=None, alias="intervalSeconds", ge=30, le=86400)
+
+
+class Reconcile(_Model):
+    mapping: str = Field(pattern=MAPPING_PATTERN, max_length=256)
+    timeout_seconds: int = Field(default=3600, alias="timeoutSeconds", ge=1, le=86400)
+
+
 class SyncTokenResetSpec(_Model):
     target: Target
     auth: Auth | None = None
@@ -196,9 +256,14 @@ class SyncTokenResetSpec(_Model):
     live_sync: LiveSync = Field(default_factory=LiveSync, alias="liveSync")
     pause_schedules: bool = Field(default=False, alias="pauseSchedules")
     dry_run: bool = Field(default=False, alias="dryRun")
+    when: Literal["Always", "OutOfSync"] = "Always"
+    check: Check | None = None
+    reconcile: Reconcile | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> SyncTokenResetSpec:
+        if self.when == "OutOfSync" and self.check is None:
+            raise ValueError("when OutOfSync needs check (the directory to compare with)")
         if self.auth is None and self.target.tenant_secret_ref is None:
             raise ValueError("auth is required unless target.tenantSecretRef is set")
         if (self.action == "Set") != (self.token is not None):
@@ -239,6 +304,35 @@ class StageLiveSync(_Status):
     new_token: Any = Field(default=None, alias="newToken")
 
 
+class StageCheck(_Status):
+    """A drift check's numbers for one stage."""
+
+    state: Drift
+    token: Any = None
+    first_change_number: int | None = Field(default=None, alias="firstChangeNumber")
+    last_change_number: int | None = Field(default=None, alias="lastChangeNumber")
+    lag: int | None = None
+    time: str | None = None
+
+
+class StageDrift(StageCheck):
+    id: str
+
+
+class ReconStatus(_Status):
+    mapping: str
+    id: str | None = None
+    state: str | None = None
+    stage: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    processed: int | None = None
+    created: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    situations: dict[str, int] = Field(default_factory=dict)
+
+
 class StageStatus(_Status):
     id: str
     source: str | None = None
@@ -248,6 +342,7 @@ class StageStatus(_Status):
     result: StageResult | None = None
     live_sync: StageLiveSync = Field(default_factory=StageLiveSync, alias="liveSync")
     message: str | None = None
+    check: StageCheck | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> StageStatus:
@@ -278,6 +373,12 @@ class SyncTokenResetStatus(_Status):
     #: when the next try is due, while a failed try waits to be retried
     next_retry_time: str | None = Field(default=None, alias="nextRetryTime")
     schedules_paused: bool = Field(default=False, alias="schedulesPaused")
+    #: the liveSync jobs paused one by one (empty with schedulesPaused: every job)
+    paused_jobs: list[str] = Field(default_factory=list, alias="pausedJobs")
+    reconciliation: ReconStatus | None = None
+    #: the latest drift check of each stage (at the run, then every check.intervalSeconds)
+    drift: list[StageDrift] = Field(default_factory=list)
+    last_check_time: str | None = Field(default=None, alias="lastCheckTime")
     conditions: list[Condition] = Field(default_factory=list)
 
     @field_validator("conditions", mode="before")

@@ -33,17 +33,28 @@ from idmsync.controller.models import (
     SyncTokenResetSpec,
     SyncTokenResetStatus,
 )
-from idmsync.controller.resolve import reset_options, resolve_target
+from idmsync.controller.resolve import reset_options, resolve_changelog, resolve_target
 from idmsync.controller.status import (
+    drift_status,
     format_time,
     now,
     progress_from_status,
+    recon_from_status,
+    recon_status,
     set_condition,
     stage_status,
     stage_summary,
     status_dict,
 )
-from idmsync.engine import Event, IdmClient, RetryPolicy, run_reset, select_stages
+from idmsync.engine import (
+    ChangelogReader,
+    Event,
+    IdmClient,
+    RetryPolicy,
+    run_reset,
+    select_stages,
+)
+from idmsync.engine.recon import summary as recon_summary
 from idmsync.errors import IdmSyncError, InternalError, InvalidSpec, InvalidStatus, redact
 
 __all__ = ["EventPoster", "Outcome", "reconcile"]
@@ -136,6 +147,9 @@ async def reconcile(
             raise InvalidSpec(_validation_message(exc, "spec")) from None
         target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
         secrets = target.credentials.secret_values()
+        changelog = await resolve_changelog(spec, namespace, ctx.kube, ctx.settings)
+        if changelog is not None:
+            secrets += changelog.secret_values()
         client = IdmClient(
             target.server_url,
             target.credentials,
@@ -155,7 +169,7 @@ async def reconcile(
         if busy:
             post_event("Normal", "Waiting", f"another reset holds {', '.join(busy)}; waiting")
         async with ctx.locks.hold(client.base_url, ids):
-            await _run_engine(run, client, refs, spec, post_event)
+            await _run_engine(run, client, refs, spec, changelog, post_event)
     except IdmSyncError as exc:
         return await _failed(ctx, run, exc, secrets, started, post_event)
     except Exception as exc:
@@ -165,6 +179,8 @@ async def reconcile(
     finally:
         metrics.RESETS_IN_FLIGHT.dec()
     summary = "; ".join(f"{s.id}: {s.result}" for s in run.status.stages)
+    if run.status.reconciliation is not None:
+        summary += f"; reconciliation {run.status.reconciliation.id}: SUCCESS"
     await run.save(
         phase="Succeeded",
         completion_time=now(),
@@ -232,6 +248,7 @@ async def _run_engine(
     client: IdmClient,
     refs: list[Any],
     spec: SyncTokenResetSpec,
+    changelog: ChangelogReader | None,
     post_event: EventPoster,
 ) -> None:
     progress = progress_from_status(run.status)
@@ -239,6 +256,17 @@ async def _run_engine(
     stages = {s.id: s for s in run.status.stages if s.id in known}
 
     async def observe(event: Event) -> None:
+        if event.kind == "StageChecked" and event.stage is not None and event.stage.check:
+            checked = now()
+            drift = {d.id: d for d in run.status.drift if d.id in known}
+            (drift[event.stage.id],) = drift_status({event.stage.id: event.stage.check}, checked)
+            run.status = run.status.model_copy(
+                update={
+                    "drift": [drift[ref.id] for ref in refs if ref.id in drift],
+                    "last_check_time": checked,
+                }
+            )
+            metrics.observe_drift(run.namespace, run.name, event.stage.id, event.stage.check)
         if event.server is not None:
             await run.save(
                 server=ServerStatus(
@@ -253,10 +281,27 @@ async def _run_engine(
             # persisted before the engine goes on: StageRecorded precedes every destructive call
             await run.save(stages=ordered)
         elif event.kind in ("SchedulerPaused", "SchedulerResumed"):
-            await run.save(schedules_paused=event.kind == "SchedulerPaused")
+            paused = event.kind == "SchedulerPaused"
+            await run.save(schedules_paused=paused, paused_jobs=list(event.jobs) if paused else [])
+        elif event.recon is not None:
+            update: dict[str, Any] = {"reconciliation": recon_status(event.recon)}
+            if not event.recon.finished:
+                update["conditions"] = run.conditions(
+                    ("Reconciling", True, "Reconciliation", recon_summary(event.recon)),
+                    ("Ready", False, "Reconciliation", "catching up: " + event.message),
+                )
+            await run.save(**update)
         post_event("Normal", event.kind, event.message)
 
-    await run_reset(client, refs, reset_options(spec), observer=observe, progress=progress)
+    await run_reset(
+        client,
+        refs,
+        reset_options(spec),
+        observer=observe,
+        progress=progress,
+        changelog=changelog,
+        recon=recon_from_status(run.status.reconciliation),
+    )
 
 
 async def _failed(

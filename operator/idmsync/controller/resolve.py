@@ -15,11 +15,26 @@ from idmsync.auth.oauth import DEFAULT_SCOPE
 from idmsync.controller.kube import KubeApi
 from idmsync.controller.models import SyncTokenResetSpec
 from idmsync.controller.settings import OperatorSettings
-from idmsync.engine import Action, Flavour, ResetOptions, TlsOptions
+from idmsync.engine import (
+    Action,
+    Flavour,
+    LdapChangelog,
+    LdapDirectory,
+    ReconcileOptions,
+    ResetOptions,
+    TlsOptions,
+    When,
+)
 from idmsync.engine.naming import normalise_server_url
 from idmsync.errors import InvalidSpec, SecretKeyMissing, ServiceNotFound
 
-__all__ = ["ResolvedTarget", "SecretReader", "reset_options", "resolve_target"]
+__all__ = [
+    "ResolvedTarget",
+    "SecretReader",
+    "reset_options",
+    "resolve_changelog",
+    "resolve_target",
+]
 
 
 @dataclass(frozen=True)
@@ -186,8 +201,61 @@ async def _tls(spec: SyncTokenResetSpec, secrets: SecretReader) -> TlsOptions:
     return TlsOptions(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify)
 
 
+async def resolve_changelog(
+    spec: SyncTokenResetSpec, namespace: str, kube: KubeApi, settings: OperatorSettings
+) -> LdapChangelog | None:
+    """The directory of ``spec.check``, its bind Secret read now; None without a check."""
+    if spec.check is None:
+        return None
+    ldap = spec.check.ldap
+    secrets = SecretReader(kube, namespace)
+    in_cluster = False
+    if ldap.service is not None:
+        ref = ldap.service
+        service = await kube.read_service(namespace, ref.name)
+        port = ref.port
+        if isinstance(port, str):
+            named = [p.port for p in (service.spec.ports or []) if p.name == port]
+            if not named:
+                raise ServiceNotFound(f"Service {namespace}/{ref.name} has no port named {port!r}")
+            port = named[0]
+        if service.spec.type == "ExternalName":
+            url = f"{ref.scheme}://{service.spec.external_name}:{port}"
+        else:
+            url = settings.service_url(
+                scheme=ref.scheme, name=ref.name, namespace=namespace, port=port
+            )
+            in_cluster = True
+    else:
+        assert ldap.url is not None
+        url = ldap.url
+    bind_dn = password = None
+    if ldap.bind_secret_ref is not None:
+        bind = ldap.bind_secret_ref
+        bind_dn = await secrets.key(bind.name, bind.bind_dn_key)
+        password = Secret(await secrets.key(bind.name, bind.password_key))
+    ca_ref = ldap.ca_secret_ref
+    directory = LdapDirectory(
+        url=url,
+        bind_dn=bind_dn,
+        password=password,
+        start_tls=ldap.start_tls,
+        ca_pem=await secrets.key(ca_ref.name, ca_ref.key) if ca_ref is not None else None,
+        insecure_skip_verify=ldap.insecure_skip_verify,
+    )
+    directory.check_policy(settings.policy, in_cluster_service=in_cluster)
+    return LdapChangelog(directory)
+
+
 def reset_options(spec: SyncTokenResetSpec) -> ResetOptions:
+    reconcile = spec.reconcile
     return ResetOptions(
+        when=When(spec.when),
+        reconcile=(
+            ReconcileOptions(mapping=reconcile.mapping, timeout=float(reconcile.timeout_seconds))
+            if reconcile is not None
+            else None
+        ),
         action=Action(spec.action),
         token=spec.token.value if spec.token is not None else None,
         trigger=spec.live_sync.trigger,

@@ -10,13 +10,26 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from idmsync.controller.models import Condition, StageLiveSync, StageStatus, SyncTokenResetStatus
-from idmsync.engine import StageProgress
+from idmsync.controller.models import (
+    Condition,
+    ReconStatus,
+    StageCheck,
+    StageDrift,
+    StageLiveSync,
+    StageStatus,
+    SyncTokenResetStatus,
+)
+from idmsync.engine import DriftCheck, ReconProgress, StageProgress
 
 __all__ = [
+    "check_from_status",
+    "check_status",
+    "drift_status",
     "format_time",
     "now",
     "progress_from_status",
+    "recon_from_status",
+    "recon_status",
     "set_condition",
     "stage_status",
     "stage_summary",
@@ -66,6 +79,69 @@ def stage_status(progress: StageProgress) -> StageStatus:
         result=progress.result,
         live_sync=StageLiveSync(triggered=progress.triggered, new_token=progress.new_token),
         message=progress.message,
+        check=check_status(progress.check) if progress.check is not None else None,
+    )
+
+
+def check_status(check: DriftCheck, time: str | None = None) -> StageCheck:
+    return StageCheck(
+        state=check.state,
+        token=check.token,
+        first_change_number=check.first,
+        last_change_number=check.last,
+        lag=check.lag,
+        time=time or now(),
+    )
+
+
+def check_from_status(check: StageCheck) -> DriftCheck:
+    return DriftCheck(
+        state=check.state,
+        token=check.token,
+        first=check.first_change_number,
+        last=check.last_change_number,
+        lag=check.lag,
+    )
+
+
+def drift_status(checks: dict[str, DriftCheck], time: str) -> list[StageDrift]:
+    return [
+        StageDrift(id=stage_id, **check_status(check, time).model_dump())
+        for stage_id, check in checks.items()
+    ]
+
+
+def recon_status(recon: ReconProgress) -> ReconStatus:
+    return ReconStatus(
+        mapping=recon.mapping,
+        id=recon.id,
+        state=recon.state,
+        stage=recon.stage,
+        started=recon.started,
+        ended=recon.ended,
+        processed=recon.processed,
+        created=recon.created,
+        succeeded=recon.succeeded,
+        failed=recon.failed,
+        situations=dict(recon.situations),
+    )
+
+
+def recon_from_status(recon: ReconStatus | None) -> ReconProgress | None:
+    if recon is None:
+        return None
+    return ReconProgress(
+        mapping=recon.mapping,
+        id=recon.id,
+        state=recon.state,
+        stage=recon.stage,
+        started=recon.started,
+        ended=recon.ended,
+        processed=recon.processed,
+        created=recon.created,
+        succeeded=recon.succeeded,
+        failed=recon.failed,
+        situations=dict(recon.situations),
     )
 
 
@@ -82,6 +158,7 @@ def progress_from_status(status: SyncTokenResetStatus) -> dict[str, StageProgres
             triggered=stage.live_sync.triggered,
             new_token=stage.live_sync.new_token,
             message=stage.message,
+            check=check_from_status(stage.check) if stage.check is not None else None,
         )
         for stage in status.stages
     }

@@ -3,10 +3,23 @@
 Usable from the CLI, the operator and tests alike.
 """
 
+from idmsync.engine.changelog import (
+    ChangelogRange,
+    ChangelogReader,
+    LdapChangelog,
+    LdapDirectory,
+    parse_ldap_url,
+)
 from idmsync.engine.client import IdmClient, forget_server_versions
+from idmsync.engine.drift import check_drift, check_stages, classify, describe, worst
+from idmsync.engine.events import Event, EventKind, Observer
 from idmsync.engine.flavour import Flavour, flavour_for_version
 from idmsync.engine.model import (
     Action,
+    Drift,
+    DriftCheck,
+    ReconcileOptions,
+    ReconProgress,
     ResetOptions,
     ServerInfo,
     Stage,
@@ -14,19 +27,29 @@ from idmsync.engine.model import (
     StageRef,
     StageResult,
     Step,
+    When,
 )
 from idmsync.engine.policy import AllowPattern, TargetPolicy
 from idmsync.engine.retry import RetryPolicy
 from idmsync.engine.transport import TlsOptions, make_http_client
-from idmsync.engine.workflow import Event, Observer, ResetOutcome, run_reset, select_stages
+from idmsync.engine.workflow import ResetOutcome, run_reset, select_stages
 
 __all__ = [
     "Action",
     "AllowPattern",
+    "ChangelogRange",
+    "ChangelogReader",
+    "Drift",
+    "DriftCheck",
     "Event",
+    "EventKind",
     "Flavour",
     "IdmClient",
+    "LdapChangelog",
+    "LdapDirectory",
     "Observer",
+    "ReconProgress",
+    "ReconcileOptions",
     "ResetOptions",
     "ResetOutcome",
     "RetryPolicy",
@@ -38,9 +61,16 @@ __all__ = [
     "Step",
     "TargetPolicy",
     "TlsOptions",
+    "When",
+    "check_drift",
+    "check_stages",
+    "classify",
+    "describe",
     "flavour_for_version",
     "forget_server_versions",
     "make_http_client",
+    "parse_ldap_url",
     "run_reset",
     "select_stages",
+    "worst",
 ]

@@ -26,6 +26,7 @@ from idmsync.engine.model import ServerInfo, Stage
 from idmsync.engine.naming import (
     normalise_server_url,
     validate_context_path,
+    validate_mapping,
     validate_source,
     validate_stage_id,
 )
@@ -213,6 +214,61 @@ class IdmClient:
     async def resume_scheduler(self) -> None:
         await self._call("POST", "scheduler/job", params={"_action": "resumeJobs"}, idempotent=True)
 
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        """Every scheduled job (``GET scheduler/job?_queryFilter=true``)."""
+        body = await self._call("GET", "scheduler/job", params={"_queryFilter": "true"})
+        return _rows(body, "result", "scheduler/job")
+
+    async def running_jobs(self) -> list[dict[str, Any]]:
+        """Jobs running now on the node that answers (OpenIDM 6.1: without ``_id``)."""
+        body = await self._call(
+            "POST",
+            "scheduler/job",
+            params={"_action": "listCurrentlyExecutingJobs"},
+            idempotent=True,
+        )
+        if not isinstance(body, list):
+            raise ProtocolError("listCurrentlyExecutingJobs: expected a JSON array")
+        return [job for job in body if isinstance(job, dict)]
+
+    async def pause_job(self, job_id: str) -> None:
+        """Pause one job (scheduler API 2.0; OpenIDM 6.1 answers 500). Sent once."""
+        await self._call("POST", f"scheduler/job/{job_id}", params={"_action": "pause"})
+
+    async def resume_job(self, job_id: str) -> None:
+        await self._call(
+            "POST", f"scheduler/job/{job_id}", params={"_action": "resume"}, idempotent=True
+        )
+
+    # --- reconciliation ------------------------------------------------------------
+
+    async def start_recon(self, mapping: str) -> dict[str, Any]:
+        """``POST recon?_action=recon&mapping=M``: starts it, answers ``{_id, state}``."""
+        params = {"_action": "recon", "mapping": validate_mapping(mapping)}
+        try:
+            body = await self._call("POST", "recon", params=params)
+        except ProtocolError as exc:
+            if exc.status == 409:  # OpenIDM: 409 "No such mapping: <name>"
+                raise NotFound(f"reconciliation: {exc.message}", status=409) from None
+            raise
+        if not isinstance(body, dict) or not isinstance(body.get("_id"), str):
+            raise ProtocolError(f"reconciliation of {mapping}: the answer has no '_id'")
+        return body
+
+    async def read_recon(self, recon_id: str) -> dict[str, Any] | None:
+        """``GET recon/<id>``; None when IDM does not know it (404, e.g. after a restart)."""
+        try:
+            body = await self._call("GET", f"recon/{recon_id}")
+        except NotFound:
+            return None
+        if not isinstance(body, dict):
+            raise ProtocolError(f"recon/{recon_id}: expected a JSON object")
+        return body
+
+    async def list_recons(self) -> list[dict[str, Any]]:
+        """``GET recon``: the runs this node remembers."""
+        return _rows(await self._call("GET", "recon"), "reconciliations", "recon")
+
     # --- HTTP ----------------------------------------------------------------------
 
     async def _call(
@@ -392,6 +448,13 @@ class IdmClient:
 
     def _clip(self, text: str) -> str:
         return clip(text, self.credentials.secret_values())
+
+
+def _rows(body: Any, key: str, what: str) -> list[dict[str, Any]]:
+    rows = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(rows, list):
+        raise ProtocolError(f"{what}: the answer has no {key!r} list")
+    return [row for row in rows if isinstance(row, dict)]
 
 
 def _parse_stage(stage_id: str, body: Any) -> Stage:

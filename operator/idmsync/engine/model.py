@@ -10,7 +10,11 @@ from idmsync.engine.flavour import Flavour
 
 __all__ = [
     "Action",
+    "Drift",
+    "DriftCheck",
     "JsonValue",
+    "ReconProgress",
+    "ReconcileOptions",
     "ResetOptions",
     "ServerInfo",
     "Stage",
@@ -18,6 +22,7 @@ __all__ = [
     "StageRef",
     "StageResult",
     "Step",
+    "When",
 ]
 
 JsonValue = Any  # a sync token is whatever JSON the connector stores: int, str, object
@@ -34,6 +39,71 @@ class StageResult(enum.StrEnum):
     SET = "Set"
     WOULD_DELETE = "WouldDelete"
     WOULD_SET = "WouldSet"
+    SKIPPED = "Skipped"  # when OutOfSync: the check found the stage in sync, left alone
+
+
+class When(enum.StrEnum):
+    """Which stages a reset changes: all it names, or only those a drift check faults."""
+
+    ALWAYS = "Always"
+    OUT_OF_SYNC = "OutOfSync"
+
+
+class Drift(enum.StrEnum):
+    """A stage's token against its directory's changelog range."""
+
+    IN_SYNC = "InSync"  # first - 1 <= token <= last: liveSync reads every change after it
+    AHEAD = "Ahead"  # token > last: changelog rebuilt or restored; liveSync is stuck
+    TRIMMED = "Trimmed"  # token < first - 1: changes after it were purged; liveSync misses them
+    ABSENT = "Absent"  # no stage: the next liveSync starts it at the latest change
+    UNKNOWN = "Unknown"  # the token is not a change number (a CSV timestamp, an object)
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """What one check saw: the stage's token, the directory's range, and the verdict."""
+
+    state: Drift
+    token: JsonValue = None
+    first: int | None = None  # the directory's firstChangeNumber
+    last: int | None = None  # ... and lastChangeNumber
+    #: changes between the token and the last change (negative: the token is ahead)
+    lag: int | None = None
+
+    @property
+    def out_of_sync(self) -> bool:
+        return self.state in (Drift.AHEAD, Drift.TRIMMED)
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """Catch up after a reset: reconcile ``mapping`` and follow it to the end."""
+
+    mapping: str
+    timeout: float = 3600.0
+    interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class ReconProgress:
+    """One reconciliation run as IDM reports it (``GET recon/<id>``)."""
+
+    mapping: str
+    id: str | None = None
+    state: str | None = None  # ACTIVE, SUCCESS, FAILED, CANCELED (IDM's words)
+    stage: str | None = None  # e.g. ACTIVE_RECONCILING_SOURCE, COMPLETED_SUCCESS
+    started: str | None = None
+    ended: str | None = None
+    processed: int | None = None  # source entries processed
+    created: int | None = None  # target objects created
+    succeeded: int | None = None  # entries whose action succeeded
+    failed: int | None = None  # ... and failed
+    situations: dict[str, int] = field(default_factory=dict)  # the non-zero situation counts
+    message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("SUCCESS", "FAILED", "CANCELED")
 
 
 class Step(enum.StrEnum):
@@ -81,6 +151,13 @@ class ResetOptions:
     dry_run: bool = False
     #: re-reads after a 412 (a liveSync wrote the stage between our read and our change)
     max_stale_retries: int = 5
+    #: Always: change every stage named; OutOfSync: only those the drift check faults
+    when: When = When.ALWAYS
+    #: after the reset: reconcile a mapping to catch up the changes liveSync skipped
+    reconcile: ReconcileOptions | None = None
+    #: with pause_schedules: how long to wait for running liveSync jobs of the stages
+    pause_wait_timeout: float = 60.0
+    pause_wait_interval: float = 1.0
     #: tries of a change (delete, set, trigger) whose failure left the stage as it was;
     #: the operator uses 1 and requeues the whole reset instead (one budget per reset)
     change_attempts: int = 3
@@ -101,6 +178,8 @@ class StageProgress:
     message: str | None = None
     #: the rev our Set wrote (not persisted: only tells a lost trigger answer apart)
     changed_rev: str | None = None
+    #: the drift check that decided whether this stage is reset
+    check: DriftCheck | None = None
 
     def advance(self, *, note: str | None = None, **changes: Any) -> StageProgress:
         """The next state; ``note`` is added to ``message``, which keeps every step's notes."""

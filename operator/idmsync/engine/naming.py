@@ -14,11 +14,13 @@ from idmsync.errors import InvalidSpec
 
 __all__ = [
     "CONTEXT_PATH_PATTERN",
+    "MAPPING_PATTERN",
     "SOURCE_PATTERN",
     "STAGE_ID_PATTERN",
     "normalise_server_url",
     "stage_id_for_source",
     "validate_context_path",
+    "validate_mapping",
     "validate_source",
     "validate_stage_id",
 ]
@@ -30,7 +32,11 @@ URL_PATTERN = (
     r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
 )
 
+#: a sync mapping's name, as IDM's sync.json names them (systemLdapAccounts_managedUser)
+MAPPING_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}$"
+
 _stage_id = re.compile(STAGE_ID_PATTERN)
+_mapping = re.compile(MAPPING_PATTERN)
 _source = re.compile(SOURCE_PATTERN)
 _context_path = re.compile(CONTEXT_PATH_PATTERN)
 _url = re.compile(URL_PATTERN)
@@ -48,6 +54,12 @@ def validate_source(source: str) -> str:
             f"source {source!r} does not match {SOURCE_PATTERN} (system/<connector>/<type>)"
         )
     return source
+
+
+def validate_mapping(mapping: str) -> str:
+    if not _mapping.fullmatch(mapping):
+        raise InvalidSpec(f"mapping {mapping!r} does not match {MAPPING_PATTERN}")
+    return mapping
 
 
 def stage_id_for_source(source: str) -> str:

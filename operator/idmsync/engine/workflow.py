@@ -17,14 +17,18 @@ over at "1", so the token is compared too). The audit says which it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from idmsync.engine.changelog import ChangelogReader
 from idmsync.engine.client import IdmClient
+from idmsync.engine.drift import check_stages
+from idmsync.engine.events import Event, EventKind, Observer, ignore
 from idmsync.engine.model import (
     Action,
+    ReconProgress,
     ResetOptions,
     ServerInfo,
     Stage,
@@ -32,45 +36,23 @@ from idmsync.engine.model import (
     StageRef,
     StageResult,
     Step,
+    When,
 )
 from idmsync.engine.naming import stage_id_for_source, validate_source, validate_stage_id
+from idmsync.engine.recon import run_recon
+from idmsync.engine.schedules import schedules_paused
 from idmsync.errors import IdmSyncError, InvalidSpec, NotFound, RevisionConflict, VerifyTimeout
 
 __all__ = ["Event", "EventKind", "Observer", "ResetOutcome", "run_reset", "select_stages"]
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal[
-    "ServerResolved",
-    "StagesSelected",
-    "SchedulerPaused",
-    "SchedulerResumed",
-    "StageRecorded",
-    "StageChanged",
-    "LiveSyncTriggered",
-    "StageVerified",
-]
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: EventKind
-    message: str
-    stage: StageProgress | None = None
-    server: ServerInfo | None = None
-
-
-Observer = Callable[[Event], Awaitable[None]]
-
 
 @dataclass(frozen=True)
 class ResetOutcome:
     server: ServerInfo
     stages: tuple[StageProgress, ...]
-
-
-async def _ignore(event: Event) -> None:
-    return None
+    reconciliation: ReconProgress | None = None
 
 
 async def select_stages(
@@ -100,57 +82,55 @@ async def run_reset(
     stages: Sequence[StageRef],
     options: ResetOptions,
     *,
-    observer: Observer = _ignore,
+    observer: Observer = ignore,
     progress: Mapping[str, StageProgress] | None = None,
+    changelog: ChangelogReader | None = None,
+    recon: ReconProgress | None = None,
 ) -> ResetOutcome:
-    """Reset ``stages`` on ``client``'s server; resume from ``progress`` if given."""
+    """Reset ``stages`` on ``client``'s server; resume from ``progress`` (and ``recon``).
+
+    With ``changelog``, each stage not yet started is first checked against the
+    directory's changelog; under ``when: OutOfSync`` only the stages found Ahead or
+    Trimmed are changed. With ``options.reconcile``, a reconciliation of that mapping
+    runs after the stages are done, if any was changed, and is followed to its end.
+    """
     if options.action is Action.SET and options.token is None:
         raise InvalidSpec("action Set needs a token value")
     if options.action is Action.DELETE and options.token is not None:
         raise InvalidSpec("a token value goes only with action Set")
+    if options.when is When.OUT_OF_SYNC and changelog is None:
+        raise InvalidSpec("when OutOfSync needs a drift check: name the directory to compare with")
     server = await client.server_info()
     await observer(Event("ServerResolved", f"{server.url} speaks {server.flavour}", server=server))
     recorded = dict(progress or {})
     results: list[StageProgress] = []
     names = ", ".join(ref.id for ref in stages)
     await observer(Event("StagesSelected", f"{len(stages)} stage(s): {names}"))
+    if changelog is not None:
+        recorded = await check_stages(client, changelog, stages, options, recorded, observer)
 
-    pause = options.pause_schedules and not options.dry_run
-    if pause:
-        try:
-            await client.pause_scheduler()
-        except IdmSyncError:
-            # the pause may have been carried out before the failure: never leave it paused
-            await _resume_scheduler(client, observer, failing=True)
-            raise
-        await observer(Event("SchedulerPaused", "paused the IDM scheduler"))
-    failing = True
-    try:
+    def started(ref: StageRef) -> StageProgress:
+        return recorded.get(ref.id) or StageProgress(id=ref.id, source=ref.source)
+
+    to_change = [ref.id for ref in stages if started(ref).step is not Step.DONE]
+    pause = options.pause_schedules and not options.dry_run and bool(to_change)
+    async with (
+        schedules_paused(client, to_change, options, observer)
+        if pause
+        else contextlib.nullcontext()
+    ):
         for ref in stages:
-            start = recorded.get(ref.id) or StageProgress(id=ref.id, source=ref.source)
-            results.append(await _reset_stage(client, start, options, observer))
-        failing = False
-    finally:
-        if pause:
-            await _resume_scheduler(client, observer, failing=failing)
-    return ResetOutcome(server=server, stages=tuple(results))
+            results.append(await _reset_stage(client, started(ref), options, observer))
+    changed = [s for s in results if s.result in _CHANGED]
+    if options.reconcile is not None and changed and not options.dry_run:
+        recon = await run_recon(client, options.reconcile, observer, recon)
+    else:
+        recon = None
+    return ResetOutcome(server=server, stages=tuple(results), reconciliation=recon)
 
 
-async def _resume_scheduler(client: IdmClient, observer: Observer, *, failing: bool) -> None:
-    """Resume IDM's scheduler, even when cancelled (shielded: a second cancel cannot skip it).
-
-    If resuming fails while the reset is failing anyway, the reset's own error is the one
-    reported and the still-paused scheduler is logged; otherwise resuming's error is raised.
-    """
-    try:
-        await asyncio.shield(client.resume_scheduler())
-    except IdmSyncError as exc:
-        if not failing:
-            exc.message = f"the IDM scheduler may still be paused: {exc.message}"
-            raise
-        log.warning("the IDM scheduler may still be paused: %s", exc.message)
-        return
-    await observer(Event("SchedulerResumed", "resumed the IDM scheduler"))
+#: results after which changes may have been skipped: a reconciliation catches them up
+_CHANGED = (StageResult.DELETED, StageResult.SET, StageResult.ALREADY_ABSENT)
 
 
 async def _reset_stage(
