@@ -394,6 +394,9 @@ def _outcome_json(outcome: ResetOutcome) -> dict[str, Any]:
             }
             for stage in outcome.stages
         ],
+        "reconciliation": (
+            asdict(outcome.reconciliation) if outcome.reconciliation is not None else None
+        ),
     }
 
 

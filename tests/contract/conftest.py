@@ -11,6 +11,9 @@ from idmsync.engine import forget_server_versions
 from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE
 from tests.stub.idm_stub import IdmStub
 
+#: the sync mapping whose source is the liveSync source (both servers have it)
+MAPPING = "systemLdapAccounts_managedUser"
+
 
 @dataclass
 class ContractServer:
@@ -38,6 +41,9 @@ class ContractServer:
 def _stub_server() -> Iterator[ContractServer]:
     stub = IdmStub(username=ADMIN_USER, password=ADMIN_PASSWORD).start()
     stub.add_source(LDAP_SOURCE, latest=100)
+    # as tests/e2e/idm/openidm/conf configures the real one
+    stub.add_mapping(MAPPING, LDAP_SOURCE)
+    stub.add_livesync_job("liveSync-ldap", LDAP_SOURCE)
     try:
         yield ContractServer(
             kind="stub",

@@ -5,6 +5,7 @@ Where the two disagree, the stub is wrong. Findings: docs/notes/openidm-rest-fac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,8 +22,10 @@ from idmsync.engine import (
     make_http_client,
     run_reset,
 )
-from idmsync.errors import NotFound, RevisionConflict, Unauthorized
-from tests.contract.conftest import ContractServer
+from idmsync.engine.recon import parse_recon
+from idmsync.engine.schedules import livesync_stage
+from idmsync.errors import NotFound, RevisionConflict, ServerError, Unauthorized
+from tests.contract.conftest import MAPPING, ContractServer
 
 STAGES = "openidm/repo/synchronisation/pooledSyncStage"
 
@@ -179,3 +182,65 @@ async def test_the_scheduler_pauses_and_resumes(
     idm = client(idm_server, http)
     await idm.pause_scheduler()
     await idm.resume_scheduler()
+
+
+async def test_a_reconciliation_starts_in_the_background_and_reports_until_success(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = client(idm_server, http)
+    started = await idm.start_recon(MAPPING)
+    assert set(started) >= {"_id", "state"}
+    assert started["state"] in ("ACTIVE", "SUCCESS")
+    for _ in range(600):  # bounded: 600 reads
+        body = await idm.read_recon(started["_id"])
+        assert body is not None
+        progress = parse_recon(MAPPING, body)
+        if progress.finished:
+            break
+        assert progress.state == "ACTIVE"
+        assert (progress.stage or "").startswith("ACTIVE")
+        await asyncio.sleep(0.1)
+    assert (progress.id, progress.mapping) == (started["_id"], MAPPING)
+    assert (progress.state, progress.stage) == ("SUCCESS", "COMPLETED_SUCCESS")
+    assert progress.failed == 0
+    assert progress.processed is not None
+    assert progress.processed >= 1
+    assert progress.started
+    assert progress.ended
+    assert any(run.get("_id") == started["_id"] for run in await idm.list_recons())
+
+
+async def test_an_unknown_mapping_or_recon_id_is_not_found(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = client(idm_server, http)
+    with pytest.raises(NotFound, match="No such mapping: nosuchmapping") as refused:
+        await idm.start_recon("nosuchmapping")
+    assert refused.value.status == 409  # OpenIDM's word for it
+    assert await idm.read_recon("nosuchid") is None
+
+
+async def test_scheduled_jobs_name_their_livesync_source_and_none_runs_now(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = client(idm_server, http)
+    jobs = await idm.list_jobs()
+    ours = [job for job in jobs if livesync_stage(job) == idm_server.stage_id]
+    assert [job["_id"] for job in ours] == ["liveSync-ldap"]
+    assert ours[0]["invokeContext"] == {"action": "liveSync", "source": idm_server.source}
+    assert await idm.running_jobs() == []
+
+
+async def test_per_job_pause_exists_from_idm_7_only(
+    idm_server: ContractServer, http: httpx.AsyncClient
+) -> None:
+    idm = client(idm_server, http)
+    version = await idm.version()
+    assert version is not None
+    if int(version.split(".")[0]) >= 7:
+        await idm.pause_job("liveSync-ldap")
+        await idm.resume_job("liveSync-ldap")
+        return
+    with pytest.raises(ServerError, match="pauseJobs resumeJobs") as refused:
+        await idm.pause_job("liveSync-ldap")
+    assert refused.value.status == 500

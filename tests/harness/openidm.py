@@ -421,19 +421,8 @@ class OpenDJ:
                 "ds-cfg-listen-address: 0.0.0.0", f"ds-cfg-listen-address: {LOOPBACK}"
             )
         )
-        env = self._tool_env()
-        env["OPENDJ_JAVA_ARGS"] = "-server -Xms64m -Xmx512m"
-        log_file = (self.workdir / "start-ds.out").open("wb")
-        self.proc = subprocess.Popen(
-            [self._bin("start-ds"), "--nodetach"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-            cwd=self.workdir,
-        )
+        self._launch()
         _ALIVE.append(self)
-        self.watchdog = _spawn_watchdog(self.proc.pid, self.workdir)
         self._wait_ldap(timeout=300)
         # External changelog: a replication server + a replication domain for the base DN on this
         # one server. (The replication server binds its port on all interfaces: OpenDJ has no
@@ -480,6 +469,62 @@ class OpenDJ:
         log(
             f"OpenDJ {self.version} ready at {self.ldap_url} in {self.startup_seconds:.1f}s "
             f"(rss {rss_kib(self.proc.pid) // 1024} MiB)"
+        )
+
+    def _launch(self) -> None:
+        """start-ds in the foreground of its own process group, watched (see _spawn_watchdog)."""
+        assert self.workdir is not None
+        env = self._tool_env()
+        env["OPENDJ_JAVA_ARGS"] = "-server -Xms64m -Xmx512m"
+        log_file = (self.workdir / "start-ds.out").open("ab")
+        self.proc = subprocess.Popen(
+            [self._bin("start-ds"), "--nodetach"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            cwd=self.workdir,
+        )
+        log_file.close()
+        self.watchdog = _spawn_watchdog(self.proc.pid, self.workdir)
+
+    def rebuild_changelog(self) -> None:
+        """What restoring the directory, or rebuilding its changelog, does to change numbers.
+
+        Stop the server, delete the changelog database (``changelogDb/``), start it again:
+        OpenDJ 4.6.4 then numbers changes from 1 again (the root DSE shows first/last 0 until
+        the next change), while a sync token stored before is as high as it was.
+        """
+        assert self.proc is not None, "OpenDJ not started"
+        _run([self._bin("stop-ds")], env=self._tool_env(), timeout=120)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=60)
+        _stop_watchdog(self.watchdog)
+        _kill_group(self.proc)
+        changelog = self.home / "changelogDb"
+        shutil.rmtree(changelog)
+        changelog.mkdir()
+        self._launch()
+        self._wait_ldap(timeout=300)
+        deadline = time.monotonic() + 120
+        while "lastChangeNumber" not in self.root_dse():
+            if time.monotonic() > deadline:
+                raise HarnessError("OpenDJ: no lastChangeNumber after the changelog rebuild")
+            time.sleep(1)
+
+    def set_purge_delay(self, delay: str) -> None:
+        """The replication server's changelog purge delay, e.g. ``1 s`` (default ``3 d``)."""
+        _run(
+            [
+                self._bin("dsconfig"),
+                "set-replication-server-prop",
+                *self._admin_args(),
+                "--provider-name",
+                "Multimaster Synchronization",
+                "--set",
+                f"replication-purge-delay:{delay}",
+            ],
+            env=self._tool_env(),
         )
 
     def _wait_ldap(self, timeout: float) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from idmsync.controller.context import OperatorContext
-from idmsync.controller.reconcile import Outcome, reconcile
+from idmsync.controller.reconcile import Outcome, check_drift_now, reconcile
 from idmsync.controller.settings import OperatorSettings
+from idmsync.engine import ChangelogRange, ChangelogReader, LdapDirectory
 from tests.harness.fake_kube import FakeKube
 from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
@@ -334,3 +335,131 @@ class TestInvalidStatus:
         assert stub.requests_to(STAGE_PATH, "DELETE") == []
         assert operator.status["stages"][0]["result"] == "Deleted"
         assert operator.status["startTime"]
+
+
+# --------------------------------------------------------------------------- drift and catch-up
+
+LDAP_PASSWORD = "dj-Vq2x-never-print-me"
+CHECKED_SPEC = {
+    **SPEC,
+    "when": "OutOfSync",
+    "check": {
+        "ldap": {"service": {"name": "ds", "port": 1389}, "bindSecretRef": {"name": "ds-reader"}},
+        "intervalSeconds": 60,
+    },
+    "reconcile": {"mapping": "systemLdapAccounts_managedUser"},
+}
+
+
+class DirectoryOf:
+    """A fake directory reader over the stub source's changelog; remembers what it was given."""
+
+    def __init__(self, stub: IdmStub) -> None:
+        self.stub = stub
+        self.directories: list[LdapDirectory] = []
+
+    def __call__(self, directory: LdapDirectory) -> ChangelogReader:
+        self.directories.append(directory)
+        stub = self.stub
+
+        class Reader:
+            where = directory.url
+
+            async def read_range(self) -> ChangelogRange:
+                state = stub.sources[LDAP_SOURCE]
+                return ChangelogRange(first=state.first, last=state.latest)
+
+            def secret_values(self) -> tuple[str, ...]:
+                return (LDAP_PASSWORD,)
+
+        return Reader()
+
+
+@pytest.fixture
+def checked(operator: Operator, stub: IdmStub) -> DirectoryOf:
+    directory = DirectoryOf(stub)
+    operator.context.changelog_reader = directory
+    operator.kube.add_service(NAMESPACE, "ds", 1389)
+    operator.kube.add_secret(
+        NAMESPACE, "ds-reader", {"bindDN": "cn=Directory Manager", "password": LDAP_PASSWORD}
+    )
+    stub.add_mapping("systemLdapAccounts_managedUser", LDAP_SOURCE, polls=1)
+    return directory
+
+
+async def test_an_ahead_stage_is_checked_reset_and_caught_up_then_ready(
+    operator: Operator, stub: IdmStub, checked: DirectoryOf
+) -> None:
+    stub.put_stage(LDAP_STAGE, 900)  # above the directory's last change (105)
+    operator.kube.add_reset(NAMESPACE, NAME, CHECKED_SPEC)
+    await operator.drive()
+    status = operator.status
+    assert status["phase"] == "Succeeded", status
+    (stage,) = status["stages"]
+    assert stage["result"] == "Deleted"
+    assert stage["check"]["state"] == "Ahead"
+    assert (stage["check"]["token"], stage["check"]["lastChangeNumber"]) == (900, 105)
+    assert stage["check"]["lag"] == 105 - 900
+    assert status["drift"][0]["state"] == "Ahead"
+    assert status["lastCheckTime"]
+    recon = status["reconciliation"]
+    assert (recon["state"], recon["processed"], recon["failed"]) == ("SUCCESS", 3, 0)
+    assert recon["situations"] == {"CONFIRMED": 2, "ABSENT": 1}
+    assert operator.condition("Ready") == ("True", "Succeeded")
+    reasons = operator.reasons()
+    assert reasons.index("StageChecked") < reasons.index("StageRecorded")
+    assert reasons.index("StageVerified") < reasons.index("ReconStarted")
+    assert reasons.index("ReconFinished") < reasons.index("Succeeded")
+    (directory,) = checked.directories
+    assert directory.url == "ldap://127.0.0.1:1389"
+    assert directory.bind_dn == "cn=Directory Manager"
+    assert LDAP_PASSWORD not in repr(status) + repr(operator.events)
+
+
+async def test_an_in_sync_stage_is_left_alone_and_nothing_is_reconciled(
+    operator: Operator, stub: IdmStub, checked: DirectoryOf
+) -> None:
+    stub.put_stage(LDAP_STAGE, 105)
+    operator.kube.add_reset(NAMESPACE, NAME, CHECKED_SPEC)
+    await operator.drive()
+    status = operator.status
+    assert status["phase"] == "Succeeded"
+    (stage,) = status["stages"]
+    assert (stage["result"], stage["check"]["state"]) == ("Skipped", "InSync")
+    assert status.get("reconciliation") is None
+    assert stub.requests_to(STAGE_PATH, "DELETE") == []
+    assert stub.requests_to("/openidm/recon") == []
+
+
+async def test_a_failed_reconciliation_is_retried_alone_then_fails_with_its_reason(
+    operator: Operator, stub: IdmStub, checked: DirectoryOf
+) -> None:
+    stub.add_mapping("systemLdapAccounts_managedUser", LDAP_SOURCE, polls=0, state="FAILED")
+    stub.put_stage(LDAP_STAGE, 900)
+    operator.kube.add_reset(NAMESPACE, NAME, CHECKED_SPEC)
+    await operator.drive()
+    status = operator.status
+    assert status["phase"] == "Failed"
+    assert operator.condition("Stalled") == ("True", "ReconFailed")
+    assert status["reconciliation"]["state"] == "FAILED"
+    assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1, "the stage is reset once"
+    assert len(stub.requests_to("/openidm/recon", "POST")) == RETRY_LIMIT + 1
+
+
+async def test_the_periodic_check_refreshes_drift_only_when_due(
+    operator: Operator, stub: IdmStub, checked: DirectoryOf
+) -> None:
+    stub.put_stage(LDAP_STAGE, 105)
+    operator.kube.add_reset(NAMESPACE, NAME, CHECKED_SPEC)
+    await operator.drive()
+    assert "checked recently" in await check_drift_now(
+        operator.context, NAMESPACE, NAME, operator.post
+    )
+    await operator.kube.patch_status(NAMESPACE, NAME, {"lastCheckTime": "2000-01-01T00:00:00Z"})
+    stub.add_changes(LDAP_SOURCE, 7)
+    outcome = await check_drift_now(operator.context, NAMESPACE, NAME, operator.post)
+    assert outcome == f"checked: {LDAP_STAGE} InSync"
+    (drift,) = operator.status["drift"]
+    assert (drift["state"], drift["lag"]) == ("InSync", 7)
+    assert operator.status["lastCheckTime"] != "2000-01-01T00:00:00Z"
+    assert stub.requests_to(STAGE_PATH, "DELETE") == [], "a check never resets"

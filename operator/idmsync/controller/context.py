@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -11,7 +12,13 @@ from idmsync.auth import CredentialsRegistry
 from idmsync.controller.kube import KubeApi
 from idmsync.controller.locks import StageLocks
 from idmsync.controller.settings import OperatorSettings
-from idmsync.engine import TlsOptions, make_http_client
+from idmsync.engine import (
+    ChangelogReader,
+    LdapChangelog,
+    LdapDirectory,
+    TlsOptions,
+    make_http_client,
+)
 
 __all__ = ["OperatorContext"]
 
@@ -23,6 +30,8 @@ class OperatorContext:
     locks: StageLocks = field(default_factory=StageLocks)
     #: OAuth flows shared by every reset: one token (and one request in flight) per account
     credentials: CredentialsRegistry = field(default_factory=CredentialsRegistry)
+    #: how a drift check reads its directory (tests put a fake here)
+    changelog_reader: Callable[[LdapDirectory], ChangelogReader] = LdapChangelog
     _clients: dict[tuple[str, str, bool], httpx.AsyncClient] = field(default_factory=dict)
 
     def http_client(self, server_url: str, tls: TlsOptions) -> httpx.AsyncClient:

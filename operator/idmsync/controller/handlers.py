@@ -13,10 +13,11 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from idmsync.controller import metrics
 from idmsync.controller.context import OperatorContext
 from idmsync.controller.kube import Kube
 from idmsync.controller.models import GROUP, PLURAL, VERSION
-from idmsync.controller.reconcile import reconcile
+from idmsync.controller.reconcile import check_drift_now, reconcile
 from idmsync.controller.settings import OperatorSettings
 
 __all__ = ["configure_operator"]
@@ -96,3 +97,31 @@ async def run_reset(
     log.info("%s/%s: %s", namespace, name, outcome.message)
     if outcome.retry_in is not None:
         raise kopf.TemporaryError(outcome.message, delay=outcome.retry_in)
+
+
+#: how often the operator looks whether a periodic drift check is due (spec.check.intervalSeconds)
+CHECK_TICK = 15.0
+
+
+def _checks_periodically(spec: kopf.Spec, **_: Any) -> bool:
+    check = spec.get("check") or {}
+    return bool(check.get("intervalSeconds"))
+
+
+@kopf.timer(*RESOURCE, interval=CHECK_TICK, initial_delay=CHECK_TICK, when=_checks_periodically)
+async def recheck_drift(
+    body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    assert namespace is not None, "SyncTokenReset is namespaced"
+
+    def post(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    outcome = await check_drift_now(memo.operator, namespace, name, post)
+    log.debug("%s/%s: %s", namespace, name, outcome)
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+async def forget_metrics(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    drift = (body.get("status") or {}).get("drift") or []
+    metrics.forget_drift(namespace or "", name, [d.get("id", "") for d in drift])

@@ -33,7 +33,7 @@ from idmsync.controller.models import (
     SyncTokenResetSpec,
     SyncTokenResetStatus,
 )
-from idmsync.controller.resolve import reset_options, resolve_changelog, resolve_target
+from idmsync.controller.resolve import reset_options, resolve_directory, resolve_target
 from idmsync.controller.status import (
     drift_status,
     format_time,
@@ -51,13 +51,14 @@ from idmsync.engine import (
     Event,
     IdmClient,
     RetryPolicy,
+    check_drift,
     run_reset,
     select_stages,
 )
 from idmsync.engine.recon import summary as recon_summary
 from idmsync.errors import IdmSyncError, InternalError, InvalidSpec, InvalidStatus, redact
 
-__all__ = ["EventPoster", "Outcome", "reconcile"]
+__all__ = ["EventPoster", "Outcome", "check_drift_now", "reconcile"]
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,10 @@ async def reconcile(
             raise InvalidSpec(_validation_message(exc, "spec")) from None
         target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
         secrets = target.credentials.secret_values()
-        changelog = await resolve_changelog(spec, namespace, ctx.kube, ctx.settings)
-        if changelog is not None:
-            secrets += changelog.secret_values()
+        directory = await resolve_directory(spec, namespace, ctx.kube, ctx.settings)
+        changelog = ctx.changelog_reader(directory) if directory is not None else None
+        if directory is not None and directory.password is not None:
+            secrets += (directory.password.reveal(),)
         client = IdmClient(
             target.server_url,
             target.credentials,
@@ -194,6 +196,75 @@ async def reconcile(
     metrics.RESETS.labels(result="Succeeded", reason="Succeeded").inc()
     metrics.RESET_DURATION.observe(time.monotonic() - started)
     return Outcome(message=summary)
+
+
+async def check_drift_now(
+    ctx: OperatorContext, namespace: str, name: str, post_event: EventPoster
+) -> str:
+    """The periodic drift check of ``spec.check.intervalSeconds``: read-only, never a reset.
+
+    Refreshes ``status.drift``, ``status.lastCheckTime`` and the lag gauge when the last
+    check is older than the interval and no run is going on (a run checks by itself).
+    """
+    body = await ctx.kube.read_reset(namespace, name)
+    if body is None:
+        return "gone"
+    try:
+        spec = SyncTokenResetSpec.model_validate(body.get("spec") or {})
+        status = _read_status(body.get("status") or {})
+    except (ValidationError, InvalidStatus):
+        return "not checked: the resource does not parse"
+    if spec.check is None or spec.check.interval_seconds is None:
+        return "no periodic check"
+    if status.phase == "Running":
+        return "a run is going on"
+    if status.last_check_time is not None:
+        last = datetime.datetime.strptime(status.last_check_time, "%Y-%m-%dT%H:%M:%SZ")
+        age = datetime.datetime.now(datetime.UTC) - last.replace(tzinfo=datetime.UTC)
+        if age.total_seconds() < spec.check.interval_seconds:
+            return "checked recently"
+    secrets: tuple[str, ...] = ()
+    try:
+        target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
+        secrets = target.credentials.secret_values()
+        directory = await resolve_directory(spec, namespace, ctx.kube, ctx.settings)
+        assert directory is not None
+        if directory.password is not None:
+            secrets += (directory.password.reveal(),)
+        client = IdmClient(
+            target.server_url,
+            target.credentials,
+            ctx.http_client(target.server_url, target.tls),
+            flavour=target.flavour,
+            context_path=target.context_path,
+            retry=RetryPolicy(
+                attempts=ctx.settings.http_attempts, base_delay=ctx.settings.http_backoff
+            ),
+        )
+        refs = await select_stages(
+            client, sources=spec.stages.sources, ids=spec.stages.ids, all_stages=spec.stages.all
+        )
+        _, checks = await check_drift(client, ctx.changelog_reader(directory), refs)
+    except IdmSyncError as exc:
+        message = f"drift check failed: {redact(exc.message, secrets)}"
+        post_event("Warning", exc.reason, message)
+        return message
+    checked = now()
+    for stage_id, check in checks.items():
+        metrics.observe_drift(namespace, name, stage_id, check)
+    drift = drift_status(checks, checked)
+    await ctx.kube.patch_status(
+        namespace,
+        name,
+        {
+            "drift": [d.model_dump(by_alias=True, mode="json") for d in drift],
+            "lastCheckTime": checked,
+        },
+    )
+    out_of_sync = [f"{d.id}: {d.state}" for d in drift if d.state in ("Ahead", "Trimmed")]
+    if out_of_sync:
+        post_event("Warning", "OutOfSync", "; ".join(out_of_sync))
+    return "checked: " + ", ".join(f"{d.id} {d.state}" for d in drift)
 
 
 def _read_status(raw: Any) -> SyncTokenResetStatus:

@@ -18,7 +18,6 @@ from idmsync.controller.settings import OperatorSettings
 from idmsync.engine import (
     Action,
     Flavour,
-    LdapChangelog,
     LdapDirectory,
     ReconcileOptions,
     ResetOptions,
@@ -32,7 +31,7 @@ __all__ = [
     "ResolvedTarget",
     "SecretReader",
     "reset_options",
-    "resolve_changelog",
+    "resolve_directory",
     "resolve_target",
 ]
 
@@ -201,9 +200,9 @@ async def _tls(spec: SyncTokenResetSpec, secrets: SecretReader) -> TlsOptions:
     return TlsOptions(ca_pem=ca_pem, insecure_skip_verify=spec.tls.insecure_skip_verify)
 
 
-async def resolve_changelog(
+async def resolve_directory(
     spec: SyncTokenResetSpec, namespace: str, kube: KubeApi, settings: OperatorSettings
-) -> LdapChangelog | None:
+) -> LdapDirectory | None:
     """The directory of ``spec.check``, its bind Secret read now; None without a check."""
     if spec.check is None:
         return None
@@ -244,7 +243,7 @@ async def resolve_changelog(
         insecure_skip_verify=ldap.insecure_skip_verify,
     )
     directory.check_policy(settings.policy, in_cluster_service=in_cluster)
-    return LdapChangelog(directory)
+    return directory
 
 
 def reset_options(spec: SyncTokenResetSpec) -> ResetOptions:

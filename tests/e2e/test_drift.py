@@ -1,0 +1,305 @@
+"""Drift check, conditional reset and catch-up against real OpenIDM 6.1.0 and OpenDJ 4.6.4.
+
+The directory events are real: the token goes Ahead because OpenDJ's changelog database is
+rebuilt (stop, delete ``changelogDb/``, start: change numbers start again at 1), and Trimmed
+because the replication server purges its changelog after a one-second purge delay. Nothing
+writes the stage's token through REST to fake either state.
+
+These tests share the session's servers with the other e2e tests: each leaves the LDAP stage
+in sync with the directory (and the purge delay at its default) when it ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.openidm import RealIDM
+from tests.harness.operator_process import IDMSYNC, OperatorProcess
+from tests.integration.conftest import (
+    CRD,
+    events,
+    reset_manifest,
+    secret_manifest,
+    service_manifest,
+    wait_phase,
+)
+
+pytestmark = [pytest.mark.openidm, pytest.mark.timeout(900)]
+
+STAGE = "SYSTEMLDAPACCOUNT"
+MAPPING = "systemLdapAccounts_managedUser"
+BROKEN_MAPPING = "brokenSource_managedUser"  # its source type does not exist: recon FAILS
+
+
+class Idm:
+    """Raw REST access to the real OpenIDM, for arranging and checking (no project code)."""
+
+    def __init__(self, real: RealIDM) -> None:
+        self.real = real
+        self.http = httpx.Client(
+            base_url=f"{real.idm_url}/openidm", headers=real.admin_headers, timeout=120
+        )
+
+    def stage(self) -> dict[str, Any] | None:
+        response = self.http.get(f"repo/synchronisation/pooledSyncStage/{STAGE}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def token(self) -> Any:
+        stage = self.stage()
+        return stage["connectorData"]["syncToken"] if stage else None
+
+    def livesync(self) -> None:
+        self.http.post(self.real.ldap_source, params={"_action": "liveSync"}).raise_for_status()
+
+    def recon(self) -> None:
+        params = {"_action": "recon", "mapping": MAPPING, "waitForCompletion": "true"}
+        self.http.post("recon", params=params).raise_for_status()
+
+    def managed_phone(self, user: str) -> str | None:
+        found = self.http.get(
+            "managed/user", params={"_queryFilter": f'userName eq "{user}"'}
+        ).json()["result"]
+        return found[0].get("telephoneNumber") if found else None
+
+    def resync(self) -> None:
+        """Leave the stage at the directory's latest change, as every other test expects."""
+        stage = self.stage()
+        if stage is not None:
+            self.http.delete(
+                f"repo/synchronisation/pooledSyncStage/{STAGE}",
+                headers={"If-Match": stage["_rev"]},
+            )
+        self.livesync()
+
+
+@pytest.fixture
+def idm(real_idm: RealIDM) -> Iterator[Idm]:
+    client = Idm(real_idm)
+    if client.stage() is None:
+        client.livesync()
+    client.recon()
+    try:
+        yield client
+    finally:
+        client.resync()
+        client.http.close()
+
+
+def change_phone(real: RealIDM, user: str) -> tuple[str, int]:
+    phone = f"+1 555 {secrets.randbelow(10**6):06d}"
+    change = real.ldap_replace(
+        f"uid={user},ou=People,{real.ldap_base_dn}", "telephoneNumber", phone
+    )
+    return phone, change
+
+
+def cli(real: RealIDM, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "IDM_USERNAME": real.admin_user,
+        "IDM_PASSWORD": real.admin_password,
+        "LDAP_BIND_DN": real.ldap_bind_dn,
+        "LDAP_BIND_PASSWORD": real.ldap_bind_password,
+    }
+    return subprocess.run(
+        [IDMSYNC, *args, "--url", real.idm_url, "--ldap-url", real.ldap_url],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def check(real: RealIDM) -> tuple[int, dict[str, Any]]:
+    result = cli(real, "check", "--source", real.ldap_source, "--output", "json")
+    assert result.returncode in (0, 6, 7, 8), result.stderr
+    assert real.ldap_bind_password not in result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, report
+
+
+def test_in_sync_is_reported_and_left_alone_under_out_of_sync(idm: Idm, real_idm: RealIDM) -> None:
+    change_phone(real_idm, "scarter")
+    idm.livesync()
+    code, report = check(real_idm)
+    assert code == 0, report
+    (stage,) = report["stages"]
+    assert stage["state"] == "InSync"
+    assert stage["token"] == report["lastChangeNumber"] == real_idm.last_change_number()
+    assert stage["lag"] == 0
+    before = idm.stage()
+    result = cli(
+        real_idm, "reset", "--when", "out-of-sync", "--source", real_idm.ldap_source,
+        "--output", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (outcome,) = json.loads(result.stdout)["stages"]
+    assert outcome["result"] == "Skipped"
+    assert outcome["check"]["state"] == "InSync"
+    assert idm.stage() == before, "an in-sync stage is not touched"
+
+
+def test_a_rebuilt_changelog_leaves_the_token_ahead_and_out_of_sync_fixes_and_catches_up(
+    idm: Idm, real_idm: RealIDM, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    # liveSync is working: the stage follows the directory
+    for user in ("tmorris", "scarter"):
+        change_phone(real_idm, user)
+    idm.livesync()
+    stored = idm.token()
+    assert stored == real_idm.last_change_number() >= 2
+
+    # the directory's changelog is rebuilt: change numbers start again at 1
+    real_idm.opendj.rebuild_changelog()
+    stuck_phone, stuck_change = change_phone(real_idm, "bjensen")
+    assert stuck_change < stored
+    idm.livesync()
+    assert idm.token() == stored, "liveSync keeps the token above the directory's changes"
+    assert idm.managed_phone("bjensen") != stuck_phone, "the change does not reach IDM: stuck"
+
+    code, report = check(real_idm)
+    assert code == 6, report
+    assert report["stages"][0]["state"] == "Ahead"
+    assert report["stages"][0]["lag"] == stuck_change - stored < 0
+
+    kubectl = control_plane.kubectl
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/synctokenresets.idmsync.dev")
+    namespace = f"drift-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", namespace)
+    idm_port = int(real_idm.idm_url.rsplit(":", 1)[1])
+    ldap_port = int(real_idm.ldap_url.rsplit(":", 1)[1])
+    kubectl.apply(service_manifest("idm", namespace, idm_port))
+    kubectl.apply(service_manifest("ds", namespace, ldap_port, port_name="ldap"))
+    kubectl.apply(
+        secret_manifest(
+            "idm-admin",
+            namespace,
+            {"username": real_idm.admin_user, "password": real_idm.admin_password},
+        )
+    )
+    kubectl.apply(
+        secret_manifest(
+            "ds-reader",
+            namespace,
+            {"bindDN": real_idm.ldap_bind_dn, "password": real_idm.ldap_bind_password},
+        )
+    )
+    operator = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "operator.log", namespaces=namespace
+    ).start()
+    try:
+        spec = {
+            "target": {"service": {"name": "idm", "port": idm_port}},
+            "auth": {"adminSecretRef": {"name": "idm-admin"}},
+            "stages": {"sources": [real_idm.ldap_source]},
+            "when": "OutOfSync",
+            "check": {
+                "ldap": {
+                    "service": {"name": "ds", "port": "ldap"},
+                    "bindSecretRef": {"name": "ds-reader"},
+                }
+            },
+            "reconcile": {"mapping": MAPPING},
+        }
+        kubectl.apply(reset_manifest("after-rebuild", namespace, spec))
+        body = wait_phase(kubectl, namespace, "after-rebuild", ("Succeeded", "Failed"), timeout=300)
+        metrics = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics").text
+    finally:
+        operator.stop()
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    (stage,) = status["stages"]
+    assert stage["check"]["state"] == "Ahead"
+    assert stage["check"]["token"] == stored
+    assert stage["check"]["lastChangeNumber"] == stuck_change
+    assert (stage["result"], stage["previousToken"]) == ("Deleted", stored)
+    assert stage["liveSync"]["newToken"] == real_idm.last_change_number()
+    recon = status["reconciliation"]
+    assert (recon["mapping"], recon["state"]) == (MAPPING, "SUCCESS")
+    assert recon["id"]
+    assert recon["processed"] >= 3
+    assert recon["failed"] == 0
+    # the catch-up: the change made while liveSync was stuck reached the managed user
+    assert idm.managed_phone("bjensen") == stuck_phone
+    # and liveSync works again
+    phone, _ = change_phone(real_idm, "tmorris")
+    idm.livesync()
+    assert idm.managed_phone("tmorris") == phone
+
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert recon["id"] in ready["message"]
+    reasons = [e["reason"] for e in events(kubectl, namespace)]
+    for reason in ("StageChecked", "StageChanged", "ReconStarted", "ReconFinished", "Succeeded"):
+        assert reason in reasons, reasons
+    ours = {"namespace": namespace, "name": "after-rebuild", "stage": STAGE}
+    samples = {
+        (sample.name, sample.labels.get("state")): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if {k: sample.labels.get(k) for k in ours} == ours
+    }
+    assert samples[("idmsync_stage_lag_changes", None)] == stuck_change - stored
+    assert samples[("idmsync_stage_drift", "Ahead")] == 1
+    assert samples[("idmsync_stage_drift", "InSync")] == 0
+    every_output = operator.log() + json.dumps(body) + json.dumps(events(kubectl, namespace))
+    assert real_idm.ldap_bind_password not in every_output
+    assert real_idm.admin_password not in every_output
+
+
+def test_a_purged_changelog_leaves_the_token_trimmed(idm: Idm, real_idm: RealIDM) -> None:
+    idm.livesync()
+    stored = idm.token()
+    assert stored == real_idm.last_change_number()
+    real_idm.opendj.set_purge_delay("1 s")
+    try:
+        for _ in range(3):
+            change_phone(real_idm, "scarter")
+        # the replication server purges in the background; wait (bounded) until it has
+        deadline = time.monotonic() + 120
+        while real_idm.opendj.first_change_number() <= stored + 1:
+            assert time.monotonic() < deadline, "OpenDJ did not purge its changelog in 120s"
+            time.sleep(1)
+    finally:
+        real_idm.opendj.set_purge_delay("3 d")
+    code, report = check(real_idm)
+    assert code == 7, report
+    assert report["stages"][0]["state"] == "Trimmed"
+    assert report["firstChangeNumber"] > stored + 1
+
+    result = cli(
+        real_idm, "reset", "--when", "out-of-sync", "--reconcile", MAPPING,
+        "--source", real_idm.ldap_source, "--output", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (outcome,) = json.loads(result.stdout)["stages"]
+    assert (outcome["result"], outcome["check"]["state"]) == ("Deleted", "Trimmed")
+    code, report = check(real_idm)
+    assert code == 0, report
+
+
+def test_a_failed_reconciliation_fails_the_reset_with_its_reason(
+    idm: Idm, real_idm: RealIDM
+) -> None:
+    result = cli(
+        real_idm, "reset", "--reconcile", BROKEN_MAPPING, "--source", real_idm.ldap_source,
+        "--retries", "1",
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr  # ReconFailed is a server failure
+    assert "ReconFailed" in result.stderr
+    assert "FAILED" in result.stderr
+    assert real_idm.ldap_bind_password not in result.stdout + result.stderr
