@@ -303,3 +303,51 @@ def test_a_failed_reconciliation_fails_the_reset_with_its_reason(
     assert "ReconFailed" in result.stderr
     assert "FAILED" in result.stderr
     assert real_idm.ldap_bind_password not in result.stdout + result.stderr
+
+
+def test_pause_schedules_waits_for_the_running_scheduled_livesync_before_the_delete(
+    idm: Idm, real_idm: RealIDM
+) -> None:
+    idm.livesync()
+    # a backlog that keeps one scheduled liveSync run busy for several seconds
+    ldif = "".join(
+        f"dn: uid=bjensen,ou=People,{real_idm.ldap_base_dn}\nchangetype: modify\n"
+        f"replace: description\ndescription: backlog {i}\n\n"
+        for i in range(600)
+    )
+    real_idm.ldap_modify(ldif)
+    job = {
+        "enabled": True,
+        "persisted": True,
+        "type": "cron",
+        "schedule": "0/1 * * * * ?",
+        "concurrentExecution": False,
+        "invokeService": "provisioner",
+        "invokeContext": {"action": "liveSync", "source": real_idm.ldap_source},
+    }
+    idm.http.put("scheduler/job/drift-e2e-livesync", json=job).raise_for_status()
+    try:
+        deadline = time.monotonic() + 120
+        while not idm.http.post(
+            "scheduler/job", params={"_action": "listCurrentlyExecutingJobs"}
+        ).json():
+            assert time.monotonic() < deadline, "the scheduled liveSync never ran"
+            time.sleep(0.2)
+        result = cli(
+            real_idm, "reset", "-v", "--pause-schedules", "--source", real_idm.ldap_source,
+            "--output", "json",
+        )  # fmt: skip
+    finally:
+        idm.http.delete("scheduler/job/drift-e2e-livesync")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    order = [
+        next(i for i, line in enumerate(lines) if kind in line)
+        for kind in ("SchedulerPaused", "LiveSyncIdle", "StageChanged", "SchedulerResumed")
+    ]
+    assert order == sorted(order), lines
+    idle = lines[order[1]]
+    assert "no liveSync of these stages is running (waited" in idle, idle
+    assert "paused the IDM scheduler" in lines[order[0]], "OpenIDM 6.1: every job"
+    (stage,) = json.loads(result.stdout)["stages"]
+    assert stage["result"] == "Deleted"
