@@ -288,6 +288,38 @@ INVALID: list[tuple[str, dict[str, Any], str, bool]] = [
         True,
     ),
     ("unknown-field", _with(bogus=True), 'unknown field "spec.bogus"', True),
+    (
+        "out-of-sync-without-check",
+        _with(when="OutOfSync"),
+        "when OutOfSync needs check",
+        True,
+    ),
+    ("unknown-when", _with(when="Sometimes"), 'spec.when: Unsupported value: "Sometimes"', True),
+    (
+        "check-with-service-and-url",
+        _with(check={"ldap": {"service": {"name": "ds"}, "url": "ldaps://ds.example.com"}}),
+        "check.ldap: set exactly one of service, url",
+        True,
+    ),
+    ("check-without-directory", _with(check={"ldap": {}}), "set exactly one of service", True),
+    (
+        "check-url-not-ldap",
+        _with(check={"ldap": {"url": "https://ds.example.com"}}),
+        "spec.check.ldap.url in body should match",
+        True,
+    ),
+    (
+        "check-interval-too-short",
+        _with(check={"ldap": {"url": "ldaps://ds.example.com"}, "intervalSeconds": 5}),
+        "spec.check.intervalSeconds: Invalid value: 5",
+        True,
+    ),
+    (
+        "reconcile-mapping-with-slash",
+        _with(reconcile={"mapping": "a/b"}),
+        "spec.reconcile.mapping in body should match",
+        True,
+    ),
 ]
 
 
