@@ -30,9 +30,11 @@ from tests.harness.operator_process import IDMSYNC, OperatorProcess
 from tests.integration.conftest import (
     CRD,
     events,
+    get_reset,
     reset_manifest,
     secret_manifest,
     service_manifest,
+    wait_for,
     wait_phase,
 )
 
@@ -211,13 +213,25 @@ def test_a_rebuilt_changelog_leaves_the_token_ahead_and_out_of_sync_fixes_and_ca
                 "ldap": {
                     "service": {"name": "ds", "port": "ldap"},
                     "bindSecretRef": {"name": "ds-reader"},
-                }
+                },
+                "intervalSeconds": 30,
             },
             "reconcile": {"mapping": MAPPING},
         }
         kubectl.apply(reset_manifest("after-rebuild", namespace, spec))
         body = wait_phase(kubectl, namespace, "after-rebuild", ("Succeeded", "Failed"), timeout=300)
         metrics = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics").text
+        # the periodic check (read-only) refreshes status.drift: now in sync
+        checked_at_run = body["status"].get("lastCheckTime")
+        rechecked = wait_for(
+            lambda: (
+                (s := get_reset(kubectl, namespace, "after-rebuild")["status"]).get("lastCheckTime")
+                != checked_at_run
+                and s
+            ),
+            timeout=180,
+            what="a periodic drift check",
+        )
     finally:
         operator.stop()
     status = body["status"]
@@ -239,6 +253,11 @@ def test_a_rebuilt_changelog_leaves_the_token_ahead_and_out_of_sync_fixes_and_ca
     phone, _ = change_phone(real_idm, "tmorris")
     idm.livesync()
     assert idm.managed_phone("tmorris") == phone
+
+    (latest,) = rechecked["drift"]
+    assert (latest["id"], latest["state"], latest["lag"]) == (STAGE, "InSync", 0)
+    assert rechecked["phase"] == "Succeeded"
+    assert rechecked["stages"] == status["stages"], "a check never changes the run's record"
 
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"

@@ -275,3 +275,45 @@ class TestLostAnswers:
         assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 3
         assert "it was not (tried 3 times)" in result.stderr
         assert stub.stage(LDAP_STAGE) is not None
+
+
+LDAP_PASSWORD = "dj-Zx81-never-print-me"
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "env", "message"),
+    [
+        ("check", [], {}, "check needs --ldap-url"),
+        ("check", ["--ldap-url", "ldap://127.0.0.1:1"], {"LDAP_BIND_PASSWORD": LDAP_PASSWORD},
+         "no bind DN"),
+        ("check", ["--ldap-url", "ldap://ds.example.com"], {}, "in clear"),
+        ("check", ["--ldap-url", "ldaps://169.254.169.254"], {}, "metadata"),
+        ("check", ["--ldap-url", "ldap://ds.example.com/dc=example"], {}, "ldap://host[:port]"),
+        ("reset", ["--when", "out-of-sync"], {}, "OutOfSync needs a drift check"),
+        ("reset", ["--reconcile", "a/b"], {}, "mapping"),
+    ],
+)  # fmt: skip
+def test_bad_drift_or_reconcile_input_exits_2_before_any_request(
+    stub: IdmStub, command: str, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = idmsync(command, "--url", stub.url, "--source", LDAP_SOURCE, *args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert LDAP_PASSWORD not in result.stdout + result.stderr
+    assert [r for r in stub.requests if r.method != "GET" or "info/version" not in r.path] == []
+
+
+def test_an_unreachable_directory_exits_4_and_never_shows_the_bind_password(
+    stub: IdmStub,
+) -> None:
+    from tests.harness.net import free_port
+
+    result = idmsync(
+        "check", "--url", stub.url, "--source", LDAP_SOURCE, "-v",
+        "--ldap-url", f"ldap://127.0.0.1:{free_port()}", "--ldap-bind-dn", "cn=Directory Manager",
+        env={"LDAP_BIND_PASSWORD": LDAP_PASSWORD},
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert "ServerUnreachable: directory ldap://127.0.0.1:" in result.stderr
+    assert LDAP_PASSWORD not in result.stdout + result.stderr
+    assert stub.requests_to(STAGE_PATH, "DELETE") == []

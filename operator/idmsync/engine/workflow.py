@@ -38,7 +38,12 @@ from idmsync.engine.model import (
     Step,
     When,
 )
-from idmsync.engine.naming import stage_id_for_source, validate_source, validate_stage_id
+from idmsync.engine.naming import (
+    stage_id_for_source,
+    validate_mapping,
+    validate_source,
+    validate_stage_id,
+)
 from idmsync.engine.recon import run_recon
 from idmsync.engine.schedules import schedules_paused
 from idmsync.errors import IdmSyncError, InvalidSpec, NotFound, RevisionConflict, VerifyTimeout
@@ -100,6 +105,8 @@ async def run_reset(
         raise InvalidSpec("a token value goes only with action Set")
     if options.when is When.OUT_OF_SYNC and changelog is None:
         raise InvalidSpec("when OutOfSync needs a drift check: name the directory to compare with")
+    if options.reconcile is not None:
+        validate_mapping(options.reconcile.mapping)
     server = await client.server_info()
     await observer(Event("ServerResolved", f"{server.url} speaks {server.flavour}", server=server))
     recorded = dict(progress or {})
