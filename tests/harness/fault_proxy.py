@@ -24,6 +24,7 @@ connection, which httpx handles by opening the next.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class ProxiedRequest:
     method: str
     path: str  # without the query
     forwarded: bool  # reached the server
+    query: str = ""
 
 
 @dataclass
@@ -56,8 +58,14 @@ class Rule:
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    """``tls``: serve HTTPS with this context (the upstream stays plain HTTP); a client that
+    refuses the certificate never gets a request through, and nothing is logged for it."""
+
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.tls = tls
         self.port = 0
         self.rules: list[Rule] = []
         self.log: list[ProxiedRequest] = []
@@ -68,7 +76,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # --- rules and the log -----------------------------------------------------------
 
@@ -111,6 +119,15 @@ class FaultProxy:
         with self.lock:
             return sum(1 for r in self.log if r.method == method and path_contains in r.path)
 
+    def scheduler_actions(self) -> list[str]:
+        """The scheduler actions that reached the server, in order (pauseJobs, resumeJobs)."""
+        with self.lock:
+            return [
+                r.query.split("_action=", 1)[1].split("&", 1)[0]
+                for r in self.log
+                if r.forwarded and r.path.endswith("/scheduler/job") and "_action=" in r.query
+            ]
+
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> FaultProxy:
@@ -118,7 +135,10 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
 
         async def serve() -> None:
-            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            tls: dict[str, object] = (
+                {"ssl": self.tls, "ssl_handshake_timeout": 5} if self.tls else {}
+            )
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0, **tls)  # type: ignore[arg-type]
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
 
@@ -165,7 +185,7 @@ class FaultProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._one_request(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -182,16 +202,16 @@ class FaultProxy:
             0,
         )
         body = await reader.readexactly(length) if length else b""
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         rule = self._match(method, target)
         action = rule.action if rule else "pass"
 
         if action == "status":
-            self._record(method, path, forwarded=False)
+            self._record(method, path, query, forwarded=False)
             await self._answer_error(writer, rule.status if rule else 503)
             return
         if action == "reset":
-            self._record(method, path, forwarded=False)
+            self._record(method, path, query, forwarded=False)
             _abort(writer)
             return
         if action == "delay_before" and rule is not None:
@@ -200,7 +220,7 @@ class FaultProxy:
             except TimeoutError:
                 gone = False
             if gone:
-                self._record(method, path, forwarded=False)
+                self._record(method, path, query, forwarded=False)
                 return
         if rule is not None and rule.before is not None:
             await asyncio.to_thread(rule.before)
@@ -212,7 +232,7 @@ class FaultProxy:
         await up_writer.drain()
         answer = await up_reader.read()  # until the server closes: Connection: close
         up_writer.close()
-        self._record(method, path, forwarded=True)
+        self._record(method, path, query, forwarded=True)
         if rule is not None and rule.after is not None:
             await asyncio.to_thread(rule.after)
 
@@ -242,9 +262,9 @@ class FaultProxy:
                     return rule
         return None
 
-    def _record(self, method: str, path: str, *, forwarded: bool) -> None:
+    def _record(self, method: str, path: str, query: str, *, forwarded: bool) -> None:
         with self.lock:
-            self.log.append(ProxiedRequest(method, path, forwarded))
+            self.log.append(ProxiedRequest(method, path, forwarded, query))
 
     async def _answer_error(self, writer: asyncio.StreamWriter, status: int) -> None:
         body = b'{"code":%d,"reason":"Injected","message":"injected by the fault proxy"}' % status

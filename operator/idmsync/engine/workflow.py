@@ -119,36 +119,44 @@ async def run_reset(
     if pause:
         try:
             await client.pause_scheduler()
-        except IdmSyncError:
-            # the pause may have been carried out before the failure: never leave it paused
-            await _resume_scheduler(client, observer, failing=True)
+        except IdmSyncError as exc:
+            if exc.outcome_unknown:
+                # the pause may have been carried out before the failure: never leave it paused
+                await _resume_scheduler(client, observer, failure=exc)
             raise
         await observer(Event("SchedulerPaused", "paused the IDM scheduler"))
-    failing = True
+    failure: BaseException | None = None
     try:
         for ref in stages:
             start = recorded.get(ref.id) or StageProgress(id=ref.id, source=ref.source)
             results.append(await _reset_stage(client, start, options, observer))
-        failing = False
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         if pause:
-            await _resume_scheduler(client, observer, failing=failing)
+            await _resume_scheduler(client, observer, failure=failure)
     return ResetOutcome(server=server, stages=tuple(results))
 
 
-async def _resume_scheduler(client: IdmClient, observer: Observer, *, failing: bool) -> None:
+async def _resume_scheduler(
+    client: IdmClient, observer: Observer, *, failure: BaseException | None
+) -> None:
     """Resume IDM's scheduler, even when cancelled (shielded: a second cancel cannot skip it).
 
     If resuming fails while the reset is failing anyway, the reset's own error is the one
-    reported and the still-paused scheduler is logged; otherwise resuming's error is raised.
+    raised, and it says the scheduler may still be paused; otherwise resuming's error is.
     """
     try:
         await asyncio.shield(client.resume_scheduler())
     except IdmSyncError as exc:
-        if not failing:
-            exc.message = f"the IDM scheduler may still be paused: {exc.message}"
+        note = f"the IDM scheduler may still be paused: {exc.message}"
+        if failure is None:
+            exc.message = note
             raise
-        log.warning("the IDM scheduler may still be paused: %s", exc.message)
+        log.warning("%s", note)
+        if isinstance(failure, IdmSyncError):
+            failure.message += f"; {note}"
         return
     await observer(Event("SchedulerResumed", "resumed the IDM scheduler"))
 
