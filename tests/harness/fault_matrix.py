@@ -440,7 +440,15 @@ CELLS = [
         message="Hostname mismatch",
     ),
     # --- the OAuth token endpoint (stub only: our OpenIDM build has no OAuth) -----------
-    Cell("token-baseline", "client credentials, no fault", _nothing, "Deleted", 1, auth="oauth"),
+    Cell(
+        "token-baseline",
+        "client credentials, no fault",
+        _nothing,
+        "Deleted",
+        1,
+        auth="oauth",
+        stub_only=True,
+    ),
     Cell(
         "token-endpoint-down",
         "nothing listening at the token URL",
