@@ -13,8 +13,10 @@ request applies the first matching rule:
     garble        forward, answer the server's status with a truncated JSON body
 
 ``before=`` / ``after=`` hooks run just before forwarding and just after the server
-answered (e.g. a liveSync sneaking in). Every request is logged with whether it reached
-the server, so tests count the destructive calls the *server* saw, whatever the backend.
+answered (e.g. a liveSync sneaking in); with ``status`` and ``reset``, ``before`` runs as
+the request arrives, before it is refused (e.g. the client killed while its request is lost).
+Every request is logged with whether it reached the server, so tests count the destructive
+calls the *server* saw, whatever the backend.
 
 Each request goes upstream on its own connection with ``Connection: close``, and each
 answer goes back with ``Connection: close``: no framing to rewrite, one request per
@@ -206,6 +208,8 @@ class FaultProxy:
         rule = self._match(method, target)
         action = rule.action if rule else "pass"
 
+        if action in ("status", "reset") and rule is not None and rule.before is not None:
+            await asyncio.to_thread(rule.before)
         if action == "status":
             self._record(method, path, query, forwarded=False)
             await self._answer_error(writer, rule.status if rule else 503)
@@ -224,7 +228,6 @@ class FaultProxy:
                 return
         if rule is not None and rule.before is not None:
             await asyncio.to_thread(rule.before)
-
         kept = [h for h in headers if not h.lower().startswith(("connection:", "keep-alive:"))]
         request = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
