@@ -2,8 +2,10 @@
 # to the workflow, the controller or the harness. `make test` runs short versions of the same.
 
 SOAK_CRASH_RUNS ?= 120
+SOAK_HA_RESETS ?= 200
 
 .PHONY: soak
-soak: venv tools ## long hardening runs: 120 operator SIGKILLs at random step boundaries
-	IDMSYNC_CRASH_RUNS=$(SOAK_CRASH_RUNS) \
-		$(PYTEST) tests/integration/test_crash_recovery.py -q $(PYTEST_ARGS)
+soak: venv tools ## long hardening runs: 120 operator SIGKILLs at step boundaries, HA with 200 resets
+	IDMSYNC_CRASH_RUNS=$(SOAK_CRASH_RUNS) IDMSYNC_HA_RESETS=$(SOAK_HA_RESETS) \
+		$(PYTEST) tests/integration/test_crash_recovery.py tests/integration/test_ha.py \
+		-q $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from idmsync.controller.context import OperatorContext
+from idmsync.controller.context import OperatorContext, Stopping
 from idmsync.controller.kube import Kube
 from idmsync.controller.kube_retry import RetryingKube
 from idmsync.controller.models import GROUP, PLURAL, VERSION
@@ -58,6 +58,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.name = ours.peering
         settings.peering.mandatory = True
         settings.peering.clusterwide = True  # one ClusterKopfPeering, whatever is watched
+        settings.peering.lifetime = ours.peering_lifetime
         # distinct priorities: the highest replica works, the others pause
         settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311
     settings.execution.max_workers = 4
@@ -95,7 +96,13 @@ async def run_reset(
         kopf.event(body, type=type_, reason=reason, message=message)
 
     try:
-        outcome = await reconcile(context, namespace, name, post)
+        async with context.running():
+            outcome = await reconcile(context, namespace, name, post)
+    except Stopping:
+        # not started: left to the replica taking over, or to the next start (kopf keeps it)
+        raise kopf.TemporaryError(
+            "the operator is stopping", delay=context.settings.retry_backoff
+        ) from None
     except KubernetesUnavailable as exc:
         # not even the failure could be written: the status still says where the reset is,
         # and the next try resumes from it (kopf's own retries ride the outage out too)
