@@ -3,9 +3,11 @@
 
 SOAK_CRASH_RUNS ?= 120
 SOAK_HA_RESETS ?= 200
+SOAK_HYPOTHESIS_EXAMPLES ?= 500
 
 .PHONY: soak
-soak: venv tools ## long hardening runs: 120 operator SIGKILLs at step boundaries, HA with 200 resets
+soak: venv tools ## long hardening runs: 120 operator SIGKILLs, HA with 200 resets, 500 generated specs
 	IDMSYNC_CRASH_RUNS=$(SOAK_CRASH_RUNS) IDMSYNC_HA_RESETS=$(SOAK_HA_RESETS) \
+	IDMSYNC_HYPOTHESIS_EXAMPLES=$(SOAK_HYPOTHESIS_EXAMPLES) \
 		$(PYTEST) tests/integration/test_crash_recovery.py tests/integration/test_ha.py \
-		-q $(PYTEST_ARGS)
+		tests/integration/test_hostile_specs.py -q $(PYTEST_ARGS)
