@@ -12,7 +12,7 @@ from idmsync.engine.naming import (
     validate_source,
     validate_stage_id,
 )
-from idmsync.errors import InvalidSpec, TargetNotAllowed
+from idmsync.errors import InvalidSpec, ServerUnreachable, TargetNotAllowed
 
 
 def test_stage_id_of_a_source_is_the_source_without_slashes_upper_cased() -> None:
@@ -162,14 +162,18 @@ class TestResolvedAddresses:
         with pytest.raises(TargetNotAllowed, match=r"idm\.example\.com resolves to"):
             await self.ANY.check_resolved("https://idm.example.com", resolve)
 
-    async def test_ordinary_addresses_and_names_that_do_not_resolve_pass(self) -> None:
+    async def test_ordinary_addresses_pass_and_a_name_that_does_not_resolve_is_unreachable(
+        self,
+    ) -> None:
         async def resolve(host: str, port: int) -> list[str]:
             if host == "gone.example.com":
                 raise OSError("Name or service not known")
             return ["10.0.0.1", "2001:db8::1"]
 
         await self.ANY.check_resolved("https://idm.example.com", resolve)
-        await self.ANY.check_resolved("https://gone.example.com", resolve)  # fails on connect
+        # fail closed: the client's own lookup later could answer something else
+        with pytest.raises(ServerUnreachable, match=r"cannot resolve gone\.example\.com"):
+            await self.ANY.check_resolved("https://gone.example.com", resolve)
 
     @pytest.mark.parametrize("host", ["2852039166", "0xa9fea9fe", "0251.0376.0251.0376"])
     async def test_numeric_spellings_of_the_metadata_address_are_refused(self, host: str) -> None:

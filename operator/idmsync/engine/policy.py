@@ -18,9 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from idmsync.errors import TargetNotAllowed
+from idmsync.errors import ServerUnreachable, TargetNotAllowed
 
 __all__ = ["AllowPattern", "Resolver", "TargetPolicy", "resolve_host"]
+
+#: the longest a host name's lookup may take before the target counts as unreachable
+RESOLVE_TIMEOUT = 30.0
 
 #: host, port -> the addresses a connection could go to
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -139,7 +142,8 @@ class TargetPolicy:
         Call it after :meth:`check` and before any credential is sent. The HTTP client
         resolves the name again when it connects: a name whose answers change in between
         (DNS rebinding, a zero TTL) is not caught here; allow only names whose DNS you
-        trust (SECURITY.md). A name that does not resolve is left to fail on connecting.
+        trust (SECURITY.md). A name that does not resolve (in time) is
+        :class:`ServerUnreachable`: nothing is sent on a lookup that could not be checked.
         """
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
@@ -147,9 +151,11 @@ class TargetPolicy:
             return  # an address as written was checked by check()
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         try:
-            addresses = await (resolve or resolve_host)(host, port)
-        except OSError:
-            return
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                addresses = await (resolve or resolve_host)(host, port)
+        except (OSError, TimeoutError) as exc:
+            detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise ServerUnreachable(f"cannot resolve {host}: {detail}") from None
         forbidden = next((a for a in addresses if _is_forbidden_address(a)), None)
         if forbidden is not None:
             raise TargetNotAllowed(
