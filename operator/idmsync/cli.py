@@ -414,7 +414,11 @@ async def _run(
             context_path=args.context_path,
             retry=RetryPolicy(attempts=max(1, args.retries), base_delay=args.retry_delay),
         )
-        _policy(args).check(client.server_url)
+        policy = _policy(args)
+        policy.check(client.server_url)
+        await policy.check_resolved(client.server_url)
+        if isinstance(credentials, ClientCredentialsFlow | ServiceAccountFlow):
+            await policy.check_resolved(credentials.token_url)
         if args.command == "stages":
             await _stages(client, args.output, out)
             return 0

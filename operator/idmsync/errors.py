@@ -40,6 +40,7 @@ __all__ = [
     "InternalError",
     "InvalidSpec",
     "InvalidStatus",
+    "KubernetesUnavailable",
     "LiveSyncFailed",
     "NotFound",
     "ProtocolError",
@@ -253,6 +254,13 @@ class ServerUnreachable(TransportFailure):
     """Connection refused or reset, DNS failure, timeout, an answer cut off."""
 
     reason = "ServerUnreachable"
+
+
+class KubernetesUnavailable(TransportFailure):
+    """The operator's own calls to the Kubernetes API kept failing (connection refused or
+    cut, timeouts, 409, 429, 5xx) after a few quick retries: an API server restarting."""
+
+    reason = "KubernetesUnavailable"
 
 
 # --- the rest ------------------------------------------------------------------------

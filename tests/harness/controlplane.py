@@ -264,6 +264,7 @@ class _Server:
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
+        self.argv = list(argv)
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -500,6 +501,31 @@ class ControlPlane:
         )
         context = self._admin_ssl_context()
         _wait_for("kube-apiserver /readyz", lambda: self._readyz(context), apiserver, deadline)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver; etcd keeps the state (a control plane upgrade, a crash)."""
+        self._apiserver().stop()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again (same port, certificates and flags); wait until ready."""
+        old = self._apiserver()
+        with self._lock:
+            self._servers.remove(old)
+        server = self._spawn(old.name, old.argv)
+        context = self._admin_ssl_context()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        _wait_for("kube-apiserver /readyz", lambda: self._readyz(context), server, deadline)
+
+    def serving_pair(self, *ips: str) -> KeyPair:
+        """A serving certificate for ``ips`` from this control plane's CA: a proxy in front
+        of the API server is then trusted by the same kubeconfigs."""
+        if self._ca is None:
+            raise ControlPlaneError("control plane is not running")
+        return self._ca.issue("idmsync-test-proxy", server_ips=ips)
+
+    def _apiserver(self) -> _Server:
+        with self._lock:
+            return next(s for s in self._servers if s.name == "kube-apiserver")
 
     def _spawn(self, name: str, argv: Sequence[str]) -> _Server:
         with self._lock:

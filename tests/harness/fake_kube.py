@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +35,22 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 @dataclass
+class PatchFault:
+    remaining: int
+    error: Callable[[], Exception]
+    matches: Callable[[dict[str, Any]], bool]
+    applied: bool  # the API server stored it, then the answer said it failed
+
+
+@dataclass
 class FakeKube:
     resets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     services: dict[tuple[str, str], client.V1Service] = field(default_factory=dict)
     #: every status patch, in order: (namespace, name, patch)
     patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: status patches to fail: (how many, the error, a predicate on the patch, applied first?)
+    patch_faults: list[PatchFault] = field(default_factory=list)
 
     # --- what tests set up ---------------------------------------------------------
 
@@ -113,10 +124,28 @@ class FakeKube:
         body = self.resets.get((namespace, name))
         return copy.deepcopy(body) if body is not None else None
 
+    def fail_patches(
+        self,
+        count: int,
+        error: Callable[[], Exception],
+        *,
+        when: Callable[[dict[str, Any]], bool] = lambda patch: True,
+        applied: bool = False,
+    ) -> None:
+        """Fail the next ``count`` status patches ``when`` says so, before or after storing."""
+        self.patch_faults.append(PatchFault(count, error, when, applied))
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        fault = next((f for f in self.patch_faults if f.remaining > 0 and f.matches(status)), None)
+        if fault is not None:
+            fault.remaining -= 1
+            if not fault.applied:
+                raise fault.error()
         self.patches.append((namespace, name, copy.deepcopy(status)))
         body = self.resets[namespace, name]
         body["status"] = merge_patch(body.get("status"), status)
+        if fault is not None:
+            raise fault.error()
 
     def close(self) -> None:
         return None

@@ -13,8 +13,10 @@ request applies the first matching rule:
     garble        forward, answer the server's status with a truncated JSON body
 
 ``before=`` / ``after=`` hooks run just before forwarding and just after the server
-answered (e.g. a liveSync sneaking in). Every request is logged with whether it reached
-the server, so tests count the destructive calls the *server* saw, whatever the backend.
+answered (e.g. a liveSync sneaking in); with ``status`` and ``reset``, ``before`` runs as
+the request arrives, before it is refused (e.g. the client killed while its request is lost).
+Every request is logged with whether it reached the server, so tests count the destructive
+calls the *server* saw, whatever the backend.
 
 Each request goes upstream on its own connection with ``Connection: close``, and each
 answer goes back with ``Connection: close``: no framing to rewrite, one request per
@@ -24,6 +26,7 @@ connection, which httpx handles by opening the next.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ class ProxiedRequest:
     method: str
     path: str  # without the query
     forwarded: bool  # reached the server
+    query: str = ""
 
 
 @dataclass
@@ -56,8 +60,14 @@ class Rule:
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    """``tls``: serve HTTPS with this context (the upstream stays plain HTTP); a client that
+    refuses the certificate never gets a request through, and nothing is logged for it."""
+
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.tls = tls
         self.port = 0
         self.rules: list[Rule] = []
         self.log: list[ProxiedRequest] = []
@@ -68,7 +78,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # --- rules and the log -----------------------------------------------------------
 
@@ -111,6 +121,17 @@ class FaultProxy:
         with self.lock:
             return sum(1 for r in self.log if r.method == method and path_contains in r.path)
 
+    def scheduler_actions(self) -> list[str]:
+        """The scheduler actions that reached the server, in order (pauseJobs, resumeJobs)."""
+        with self.lock:
+            actions = [
+                r.query.split("_action=", 1)[1].split("&", 1)[0]
+                for r in self.log
+                if r.forwarded and r.path.endswith("/scheduler/job") and "_action=" in r.query
+            ]
+        # listCurrentlyExecutingJobs (the wait for a running liveSync) changes nothing
+        return [a for a in actions if a in ("pauseJobs", "resumeJobs")]
+
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> FaultProxy:
@@ -118,7 +139,10 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
 
         async def serve() -> None:
-            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            tls: dict[str, object] = (
+                {"ssl": self.tls, "ssl_handshake_timeout": 5} if self.tls else {}
+            )
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0, **tls)  # type: ignore[arg-type]
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
 
@@ -165,7 +189,7 @@ class FaultProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._one_request(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -182,16 +206,18 @@ class FaultProxy:
             0,
         )
         body = await reader.readexactly(length) if length else b""
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         rule = self._match(method, target)
         action = rule.action if rule else "pass"
 
+        if action in ("status", "reset") and rule is not None and rule.before is not None:
+            await asyncio.to_thread(rule.before)
         if action == "status":
-            self._record(method, path, forwarded=False)
+            self._record(method, path, query, forwarded=False)
             await self._answer_error(writer, rule.status if rule else 503)
             return
         if action == "reset":
-            self._record(method, path, forwarded=False)
+            self._record(method, path, query, forwarded=False)
             _abort(writer)
             return
         if action == "delay_before" and rule is not None:
@@ -200,11 +226,10 @@ class FaultProxy:
             except TimeoutError:
                 gone = False
             if gone:
-                self._record(method, path, forwarded=False)
+                self._record(method, path, query, forwarded=False)
                 return
         if rule is not None and rule.before is not None:
             await asyncio.to_thread(rule.before)
-
         kept = [h for h in headers if not h.lower().startswith(("connection:", "keep-alive:"))]
         request = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
@@ -212,7 +237,7 @@ class FaultProxy:
         await up_writer.drain()
         answer = await up_reader.read()  # until the server closes: Connection: close
         up_writer.close()
-        self._record(method, path, forwarded=True)
+        self._record(method, path, query, forwarded=True)
         if rule is not None and rule.after is not None:
             await asyncio.to_thread(rule.after)
 
@@ -242,9 +267,9 @@ class FaultProxy:
                     return rule
         return None
 
-    def _record(self, method: str, path: str, *, forwarded: bool) -> None:
+    def _record(self, method: str, path: str, query: str, *, forwarded: bool) -> None:
         with self.lock:
-            self.log.append(ProxiedRequest(method, path, forwarded))
+            self.log.append(ProxiedRequest(method, path, forwarded, query))
 
     async def _answer_error(self, writer: asyncio.StreamWriter, status: int) -> None:
         body = b'{"code":%d,"reason":"Injected","message":"injected by the fault proxy"}' % status

@@ -50,6 +50,8 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
+        """Start and wait until this process (not an earlier one sharing the log) is up."""
+        offset = len(self.log())
         log = self.log_path.open("ab")
         argv = list(self.command(self.env)) if self.command else [IDMSYNC, "run", "--verbose"]
         self.process = subprocess.Popen(
@@ -64,7 +66,7 @@ class OperatorProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"operator exited {self.process.returncode}:\n{self.log()}")
-            if "idmsync operator started" in self.log():
+            if "idmsync operator started" in self.log()[offset:]:
                 return self
             time.sleep(0.1)
         self.kill()  # a half-started operator must not outlive the test that wanted it

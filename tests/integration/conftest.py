@@ -161,3 +161,35 @@ def events(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
         kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     )["items"]
     return items
+
+
+class Resets:
+    """SyncTokenResets read in-process (no kubectl per poll): for tests that poll a lot."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        from kubernetes import client, config
+
+        self.api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
+        self.namespace = namespace
+
+    def get(self, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.api.get_namespaced_custom_object(
+            "idmsync.dev", "v1alpha1", self.namespace, "synctokenresets", name
+        )
+        return body
+
+    def all(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.api.list_namespaced_custom_object(
+            "idmsync.dev", "v1alpha1", self.namespace, "synctokenresets"
+        )["items"]
+        return items
+
+    def wait_phase(
+        self, name: str, phases: tuple[str, ...] = ("Succeeded", "Failed"), timeout: float = 120
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            body = self.get(name)
+            return body if body.get("status", {}).get("phase") in phases else None
+
+        found: dict[str, Any] = wait_for(check, timeout, f"{name} to reach {phases}")
+        return found

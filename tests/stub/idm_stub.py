@@ -276,7 +276,7 @@ class IdmStub:
             elif fault.kind == "redirect":
                 raise web.HTTPFound(location=fault.location)
             elif fault.kind == "body":
-                return await _hostile_body(request, fault.body)
+                return await hostile_body(request, fault.body)
             elif fault.kind == "malformed":
                 return web.Response(
                     status=200, text='{"_id": "trunc', content_type="application/json"
@@ -636,7 +636,7 @@ def _if_match(request: web.Request) -> str | _Unparsable | None:
     return text if text.isdigit() else _Unparsable(text)
 
 
-async def _hostile_body(request: web.Request, kind: str) -> web.StreamResponse:
+async def hostile_body(request: web.Request, kind: str) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     chunk = b"[" + b"0," * 32767
     if kind == "huge":

@@ -40,7 +40,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.stub.idm_stub import IdmStub
+from tests.stub.idm_stub import IdmStub, hostile_body
 from tests.stub.loopback_server import LoopbackServer
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -103,6 +103,7 @@ class _Fault:
     remaining: int
     status: int
     body: dict[str, Any] | None
+    hostile: str = ""  # huge | endless | drip: a 200 whose body never ends well
 
 
 class _Refusal(Exception):
@@ -198,6 +199,13 @@ class TokenEndpoint:
         with self.lock:
             self._faults.append(_Fault(count, status, body))
 
+    def hostile_body_next(self, count: int, body: str) -> None:
+        """Answer the next ``count`` requests 200 with a ``huge`` (64 MiB), ``endless`` or
+        ``drip`` (a byte each 50 ms, forever) body, as the IDM stub's knob of that name."""
+        assert body in ("huge", "endless", "drip"), body
+        with self.lock:
+            self._faults.append(_Fault(count, 200, None, hostile=body))
+
     def expire_all(self) -> None:
         """Every token issued so far stops working at the linked IDM (it expired)."""
         with self.lock:
@@ -229,6 +237,9 @@ class TokenEndpoint:
         basic = request.headers.get("Authorization", "").startswith("Basic ")
         try:
             fault = self._take_fault()
+            if fault is not None and fault.hostile:
+                self._record(request.path, form, basic, 200, None)
+                return await hostile_body(request, fault.hostile)
             if fault is not None:
                 status = fault.status
                 body = fault.body or {"error": "server_error", "error_description": "injected"}

@@ -198,6 +198,7 @@ def test_a_wrong_password_exits_3_and_never_shows_the_password(stub: IdmStub) ->
         ([], "at least one stage"),
         (["--source", LDAP_SOURCE, "--url", "http://idm.example.com"], "in clear"),
         (["--source", LDAP_SOURCE, "--url", "http://169.254.169.254"], "metadata"),
+        (["--source", LDAP_SOURCE, "--url", "https://2852039166"], "resolves to 169.254.169.254"),
         (["--source", LDAP_SOURCE, "--url", "https://u:p@idm.example.com"], "user-info"),
     ],
 )

@@ -27,6 +27,7 @@ from idmsync.engine import (
     RetryPolicy,
     StageRef,
     make_http_client,
+    policy,
     run_reset,
 )
 from idmsync.errors import IdmSyncError
@@ -51,9 +52,9 @@ def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
     with capture.global_and_fixture_disabled():
         reporter.write_line("")
         reporter.write_line("hostile input")
-        reporter.write_line(f"{'case':<44} {'outcome':<20} arrived at the forbidden place")
+        reporter.write_line(f"{'case':<46} {'outcome':<20} arrived at the forbidden place")
         for case, outcome, arrived in ROWS:
-            reporter.write_line(f"{case:<44} {outcome:<20} {arrived}")
+            reporter.write_line(f"{case:<46} {outcome:<20} {arrived}")
 
 
 @pytest.fixture
@@ -127,7 +128,8 @@ class Operator:
         )
         self.kube.add_secret(NAMESPACE, "oauth", {"clientId": "c", "clientSecret": ADMIN_PASSWORD})
         settings = OperatorSettings(
-            allowed_targets="https://*.allowed.example",
+            # the numeric hosts: an allow-list that names them still never reaches them
+            allowed_targets="https://*.allowed.example,https://2852039166,https://0xa9fea9fe",
             retry_limit=0,
             service_url_template="{scheme}://127.0.0.1:{port}",
         )
@@ -245,6 +247,98 @@ TARGETS = [
         listens=False,
     ),
 ]
+
+
+#: what the (fake) DNS answers for names under allowed.example; other names: the system's
+DNS = {
+    "meta.allowed.example": ["169.254.169.254"],
+    "v6.allowed.example": ["fe80::1%eth0"],
+    "mixed.allowed.example": ["10.0.0.5", "169.254.169.254"],
+    "mapped.allowed.example": ["::ffff:169.254.169.254"],
+    "am.allowed.example": ["169.254.169.254"],
+    "idm.allowed.example": ["10.0.0.5"],
+}
+
+TARGETS += [
+    Target(
+        "DNS name resolving to the metadata address",
+        lambda port: _spec({"url": "https://meta.allowed.example"}),
+        "TargetNotAllowed",
+        "resolves to 169.254.169.254",
+        listens=False,
+    ),
+    Target(
+        "DNS name resolving to IPv6 link-local",
+        lambda port: _spec({"url": "https://v6.allowed.example"}),
+        "TargetNotAllowed",
+        "resolves to fe80::1%eth0",
+        listens=False,
+    ),
+    Target(
+        "DNS name with a metadata address among others",
+        lambda port: _spec({"url": "https://mixed.allowed.example"}),
+        "TargetNotAllowed",
+        "resolves to 169.254.169.254",
+        listens=False,
+    ),
+    Target(
+        "DNS name resolving to IPv4-mapped metadata",
+        lambda port: _spec({"url": "https://mapped.allowed.example"}),
+        "TargetNotAllowed",
+        "resolves to ::ffff:169.254.169.254",
+        listens=False,
+    ),
+    Target(
+        "metadata address as an integer (allowed)",
+        lambda port: _spec({"url": "https://2852039166"}),
+        "TargetNotAllowed",
+        "2852039166 resolves to 169.254.169.254",
+        listens=False,
+    ),
+    Target(
+        "metadata address in hex (allowed)",
+        lambda port: _spec({"url": "https://0xa9fea9fe"}),
+        "TargetNotAllowed",
+        "0xa9fea9fe resolves to 169.254.169.254",
+        listens=False,
+    ),
+    Target(
+        "IPv4-mapped IPv6 metadata literal",
+        lambda port: _spec({"url": "https://[::ffff:169.254.169.254]"}),
+        "TargetNotAllowed",
+        "link-local or cloud-metadata",
+        listens=False,
+    ),
+    Target(
+        "OAuth tokenUrl name resolving to metadata",
+        lambda port: _spec(
+            {"url": "https://idm.allowed.example"},
+            {
+                "clientCredentials": {
+                    "tokenUrl": "https://am.allowed.example/am/oauth2/access_token",
+                    "secretRef": {"name": "oauth"},
+                }
+            },
+        ),
+        "TargetNotAllowed",
+        "am.allowed.example resolves to 169.254.169.254",
+        listens=False,
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = policy.resolve_host
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host.endswith(".allowed.example"):
+            if host not in DNS:
+                raise OSError(f"no such name {host}")
+            return DNS[host]
+        return await real(host, port)
+
+    monkeypatch.setattr(policy, "resolve_host", resolve)
 
 
 @pytest.mark.parametrize("case", TARGETS, ids=[t.id for t in TARGETS])

@@ -12,7 +12,7 @@ from idmsync.engine.naming import (
     validate_source,
     validate_stage_id,
 )
-from idmsync.errors import InvalidSpec, TargetNotAllowed
+from idmsync.errors import InvalidSpec, ServerUnreachable, TargetNotAllowed
 
 
 def test_stage_id_of_a_source_is_the_source_without_slashes_upper_cased() -> None:
@@ -140,3 +140,47 @@ class TestTargetPolicy:
         assert AllowPattern.parse("[::1]:9") == AllowPattern("::1", 9, None)
         with pytest.raises(ValueError, match="pattern"):
             AllowPattern.parse("https://idm/path")
+
+
+class TestResolvedAddresses:
+    """A host name is resolved and its addresses checked before any credential leaves."""
+
+    ANY = TargetPolicy.from_patterns("https://*")
+
+    @pytest.mark.parametrize(
+        "answers",
+        [["169.254.169.254"], ["10.0.0.1", "169.254.169.254"], ["fe80::1%eth0"],
+         ["::ffff:169.254.169.254"], ["100.100.100.200"], ["fd00:ec2::254"]],
+    )  # fmt: skip
+    async def test_a_name_resolving_to_a_forbidden_address_is_refused(
+        self, answers: list[str]
+    ) -> None:
+        async def resolve(host: str, port: int) -> list[str]:
+            assert (host, port) == ("idm.example.com", 443)
+            return answers
+
+        with pytest.raises(TargetNotAllowed, match=r"idm\.example\.com resolves to"):
+            await self.ANY.check_resolved("https://idm.example.com", resolve)
+
+    async def test_ordinary_addresses_pass_and_a_name_that_does_not_resolve_is_unreachable(
+        self,
+    ) -> None:
+        async def resolve(host: str, port: int) -> list[str]:
+            if host == "gone.example.com":
+                raise OSError("Name or service not known")
+            return ["10.0.0.1", "2001:db8::1"]
+
+        await self.ANY.check_resolved("https://idm.example.com", resolve)
+        # fail closed: the client's own lookup later could answer something else
+        with pytest.raises(ServerUnreachable, match=r"cannot resolve gone\.example\.com"):
+            await self.ANY.check_resolved("https://gone.example.com", resolve)
+
+    @pytest.mark.parametrize("host", ["2852039166", "0xa9fea9fe", "0251.0376.0251.0376"])
+    async def test_numeric_spellings_of_the_metadata_address_are_refused(self, host: str) -> None:
+        self.ANY.check(f"https://{host}")  # not an address as written: the allow-list lets it be
+        with pytest.raises(TargetNotAllowed, match=r"resolves to 169\.254\.169\.254"):
+            await self.ANY.check_resolved(f"https://{host}")  # the system resolver's reading
+
+    def test_an_ipv4_mapped_metadata_literal_is_refused(self) -> None:
+        with pytest.raises(TargetNotAllowed, match="link-local or cloud-metadata"):
+            self.ANY.check("https://[::ffff:169.254.169.254]")

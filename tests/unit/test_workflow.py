@@ -340,6 +340,34 @@ class TestPauseSchedules:
         assert stub.scheduler_calls == ["pauseJobs", "resumeJobs"]
         assert not stub.scheduler_paused
 
+    async def test_a_failed_reset_whose_resume_fails_too_says_the_scheduler_may_be_paused(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        """Found by the fault matrix (token-refused-endpoint-down): the reset's error was
+        raised alone and the still-paused scheduler was only logged."""
+        stub.fail_next(1, 409, method="DELETE")
+
+        async def scheduler_fails_once_paused(event: Event) -> None:
+            if event.kind == "SchedulerPaused":
+                stub.fail_next(99, 503, method="POST", path="scheduler")
+
+        with pytest.raises(ProtocolError, match=r"409.*; the IDM scheduler may still be paused"):
+            await run_reset(
+                client_for(),
+                [LDAP],
+                ResetOptions(pause_schedules=True),
+                observer=scheduler_fails_once_paused,
+            )
+        assert stub.scheduler_paused
+
+    async def test_a_refused_pause_is_not_followed_by_a_resume(
+        self, stub: IdmStub, client_for: ClientFactory
+    ) -> None:
+        stub.fail_next(1, 401, method="POST", path="scheduler")
+        with pytest.raises(Unauthorized):
+            await run_reset(client_for(), [LDAP], ResetOptions(pause_schedules=True))
+        assert stub.scheduler_calls == []
+
     async def test_resumed_when_the_reset_is_cancelled(
         self, stub: IdmStub, client_for: ClientFactory
     ) -> None:

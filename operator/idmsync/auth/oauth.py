@@ -41,6 +41,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from idmsync.auth.base import Credentials, Secret
+from idmsync.bounded import AnswerTooLarge, send_bounded
 from idmsync.errors import (
     IdmSyncError,
     InvalidSpec,
@@ -71,6 +72,9 @@ SERVICE_ACCOUNT_CLIENT_ID = "service-account"
 ASSERTION_LIFETIME = 180
 #: a token is renewed this long before it expires: 10 % of its lifetime, at most 30 s
 MAX_EXPIRY_MARGIN = 30.0
+#: the largest token endpoint answer read, and the longest it may take to arrive whole
+MAX_TOKEN_ANSWER_BYTES = 256 * 1024
+TOKEN_ANSWER_DEADLINE = 30.0
 _JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
 
 #: the token this task last put into a request: (flow id, token serial). The engine
@@ -127,6 +131,10 @@ class _TokenFlow(Credentials):
     """What both grants share: the cache, the single flight, refresh and error mapping."""
 
     grant: str = "token request"
+    #: a token answer is a few hundred bytes: a huge or endless one is refused ...
+    max_answer_bytes: int = MAX_TOKEN_ANSWER_BYTES
+    #: ... and so is one that does not arrive whole in time (a slow drip)
+    answer_deadline: float = TOKEN_ANSWER_DEADLINE
 
     def __init__(self, token_url: str, scope: str, clock: Callable[[], float]) -> None:
         self.token_url = _validate_url(token_url, "the token URL")
@@ -202,13 +210,22 @@ class _TokenFlow(Credentials):
         form, headers = self._request()
         self.token_requests += 1
         log.info("requesting an access token from %s (%s)", self.token_url, self.grant)
+        request = client.build_request(
+            "POST", self.token_url, data=form, headers={"Accept": "application/json", **headers}
+        )
         try:
-            response = await client.post(
-                self.token_url,
-                data=form,
-                headers={"Accept": "application/json", **headers},
-                follow_redirects=False,
+            response = await send_bounded(
+                client, request, max_bytes=self.max_answer_bytes, deadline=self.answer_deadline
             )
+        except AnswerTooLarge as exc:
+            raise ProtocolError(
+                f"token endpoint {self.token_url}: {exc}; not read further", status=exc.status
+            ) from None
+        except TimeoutError:
+            raise ServerUnreachable(
+                f"token endpoint {self.token_url}: no complete answer within "
+                f"{self.answer_deadline:g}s"
+            ) from None
         except httpx.TimeoutException as exc:
             raise ServerUnreachable(
                 f"token endpoint {self.token_url}: timed out ({type(exc).__name__})"

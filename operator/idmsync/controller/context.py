@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -20,7 +23,13 @@ from idmsync.engine import (
     make_http_client,
 )
 
-__all__ = ["OperatorContext"]
+__all__ = ["OperatorContext", "Stopping"]
+
+log = logging.getLogger(__name__)
+
+
+class Stopping(Exception):
+    """The operator is stopping: a reset that has not started yet is left to the next one."""
 
 
 @dataclass
@@ -33,6 +42,44 @@ class OperatorContext:
     #: how a drift check reads its directory (tests put a fake here)
     changelog_reader: Callable[[LdapDirectory], ChangelogReader] = LdapChangelog
     _clients: dict[tuple[str, str, bool], httpx.AsyncClient] = field(default_factory=dict)
+    #: resets being worked on now, and whether new ones are refused (the operator is stopping)
+    _running: set[asyncio.Task[object]] = field(default_factory=set)
+    _draining: bool = False
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Around one reset's work; raises :class:`Stopping` once :meth:`drain` began."""
+        if self._draining:
+            raise Stopping("the operator is stopping")
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self, grace: float) -> None:
+        """Start no new reset; let those running finish within ``grace`` seconds, then cancel
+        the rest (each has recorded its intent before any change: the next replica or start
+        resumes from its status). Only then may this replica leave its peers, who would
+        otherwise take over resets still running here."""
+        self._draining = True
+        running = set(self._running)
+        if not running:
+            return
+        log.info("stopping: waiting up to %gs for %d reset(s) in progress", grace, len(running))
+        _, pending = await asyncio.wait(running, timeout=grace)
+        if pending:
+            log.warning(
+                "stopping: %d reset(s) still running after %gs; cancelling them at "
+                "their current step",
+                len(pending),
+                grace,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
 
     def http_client(self, server_url: str, tls: TlsOptions) -> httpx.AsyncClient:
         """One pooled client per (server, TLS): its pool caps concurrent requests per server."""

@@ -14,11 +14,13 @@ import kopf
 from prometheus_client import start_http_server
 
 from idmsync.controller import metrics
-from idmsync.controller.context import OperatorContext
+from idmsync.controller.context import OperatorContext, Stopping
 from idmsync.controller.kube import Kube
+from idmsync.controller.kube_retry import RetryingKube
 from idmsync.controller.models import GROUP, PLURAL, VERSION
 from idmsync.controller.reconcile import check_drift_now, reconcile
 from idmsync.controller.settings import OperatorSettings
+from idmsync.errors import KubernetesUnavailable
 
 __all__ = ["configure_operator"]
 
@@ -57,6 +59,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.name = ours.peering
         settings.peering.mandatory = True
         settings.peering.clusterwide = True  # one ClusterKopfPeering, whatever is watched
+        settings.peering.lifetime = ours.peering_lifetime
         # distinct priorities: the highest replica works, the others pause
         settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311
     settings.execution.max_workers = 4
@@ -65,7 +68,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = Kube.from_environment()
     if ours.peering:
         await kube.ensure_cluster_peering(ours.peering)
-    memo.operator = OperatorContext(settings=ours, kube=kube)
+    memo.operator = OperatorContext(settings=ours, kube=RetryingKube(kube))
     log.info("idmsync operator started (namespaces: %s)", ",".join(ours.namespaces) or "all")
 
 
@@ -93,7 +96,19 @@ async def run_reset(
     def post(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
-    outcome = await reconcile(context, namespace, name, post)
+    try:
+        async with context.running():
+            outcome = await reconcile(context, namespace, name, post)
+    except Stopping:
+        # not started: left to the replica taking over, or to the next start (kopf keeps it)
+        raise kopf.TemporaryError(
+            "the operator is stopping", delay=context.settings.retry_backoff
+        ) from None
+    except KubernetesUnavailable as exc:
+        # not even the failure could be written: the status still says where the reset is,
+        # and the next try resumes from it (kopf's own retries ride the outage out too)
+        log.warning("%s/%s: %s; trying again", namespace, name, exc.message)
+        raise kopf.TemporaryError(exc.message, delay=context.settings.retry_backoff) from None
     log.info("%s/%s: %s", namespace, name, outcome.message)
     if outcome.retry_in is not None:
         raise kopf.TemporaryError(outcome.message, delay=outcome.retry_in)

@@ -17,6 +17,9 @@ from idmsync.errors import Forbidden, SecretNotFound, ServiceNotFound
 
 __all__ = ["Kube", "KubeApi"]
 
+#: (connect, read) timeouts of every call: a stalled API server is noticed, not waited on
+REQUEST_TIMEOUT = (10.0, 30.0)
+
 
 class KubeApi(Protocol):
     """The Kubernetes calls the controller makes: :class:`Kube`, or a fake in unit tests."""
@@ -78,7 +81,9 @@ class Kube:
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """The Secret's data, base64 still applied (decode only the key you need)."""
         try:
-            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+            secret = await asyncio.to_thread(
+                self.core.read_namespaced_secret, name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise SecretNotFound(f"Secret {namespace}/{name} not found") from None
@@ -91,7 +96,9 @@ class Kube:
 
     async def read_service(self, namespace: str, name: str) -> Any:
         try:
-            return await asyncio.to_thread(self.core.read_namespaced_service, name, namespace)
+            return await asyncio.to_thread(
+                self.core.read_namespaced_service, name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise ServiceNotFound(f"Service {namespace}/{name} not found") from None
@@ -100,7 +107,13 @@ class Kube:
     async def read_reset(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             body: Any = await asyncio.to_thread(
-                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -118,4 +131,5 @@ class Kube:
             PLURAL,
             name,
             {"status": status},
+            _request_timeout=REQUEST_TIMEOUT,
         )

@@ -98,6 +98,7 @@ async def resolve_target(
         if spec.api == "Auto":
             flavour = Flavour.IDENTITY_CLOUD
     settings.policy.check(server_url, in_cluster_service=in_cluster)
+    await settings.policy.check_resolved(server_url)
     credentials = await _credentials(spec, secrets, server_url, namespace, settings, registry)
     return ResolvedTarget(
         server_url=server_url,
@@ -146,6 +147,7 @@ async def _credentials(
         token_url = await secrets.optional_key(tenant, "tokenUrl")  # default: the tenant's AM
         if token_url is not None:
             settings.policy.check(token_url)
+            await settings.policy.check_resolved(token_url)
         return registry.service_account(
             server_url,
             await secrets.key(tenant, "serviceAccountId"),
@@ -167,6 +169,7 @@ async def _credentials(
         settings.policy.check(
             flow.token_url, in_cluster_service=_own_service_host(flow.token_url, namespace)
         )
+        await settings.policy.check_resolved(flow.token_url)
         return registry.client_credentials(
             flow.token_url,
             await secrets.key(flow.secret_ref.name, "clientId"),

@@ -33,6 +33,12 @@ class OperatorSettings:
     service_url_template: str = DEFAULT_SERVICE_URL
     #: kopf peering: None auto-detects, "" runs standalone
     peering: str | None = None
+    #: seconds a replica stays "alive" to its peers without a keep-alive: how long a standby
+    #: waits before it takes over from a replica that died without saying goodbye
+    peering_lifetime: int = 60
+    #: on SIGTERM, how long resets in progress may take to finish before they are cancelled
+    #: at their current step (keep it below the pod's terminationGracePeriodSeconds)
+    shutdown_grace: float = 20.0
     watch_timeout: int = 300
     policy: TargetPolicy = field(init=False)
 
@@ -60,6 +66,8 @@ class OperatorSettings:
             max_requests_per_server=args.max_requests_per_server,
             service_url_template=args.service_url_template,
             peering=args.peering,
+            peering_lifetime=args.peering_lifetime,
+            shutdown_grace=args.shutdown_grace,
         )
 
 
@@ -111,4 +119,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
         "--peering",
         default=env.get("IDMSYNC_PEERING"),
         help='kopf peering name; "" runs standalone (IDMSYNC_PEERING; default auto-detect)',
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(default("PEERING_LIFETIME", "60")),
+        help="seconds before a silent replica is taken over (IDMSYNC_PEERING_LIFETIME)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(default("SHUTDOWN_GRACE", "20")),
+        help="on SIGTERM, seconds resets in progress may take to finish (IDMSYNC_SHUTDOWN_GRACE)",
     )

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from idmsync.auth import Credentials
+from idmsync.bounded import AnswerTooLarge, send_bounded
 from idmsync.engine.flavour import Flavour, flavour_for_version
 from idmsync.engine.model import ServerInfo, Stage
 from idmsync.engine.naming import (
@@ -54,6 +55,11 @@ STAGE_COLLECTION = "repo/synchronisation/pooledSyncStage"
 
 #: failures that prove the request never reached the server: safe to send again
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+_TLS_HINT = (
+    "; the server's certificate is not trusted for this host name: give the CA that issued "
+    "it (tls.caSecretRef, or --ca-file), or use the name the certificate is for"
+)
 
 #: the largest answer read (after decompression): stage answers are a few hundred bytes
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -318,6 +324,7 @@ class IdmClient:
             except _NOT_SENT as exc:
                 error: IdmSyncError = ServerUnreachable(
                     f"{method} {url}: {type(exc).__name__}: {self._clip(str(exc))}"
+                    + _TLS_HINT * ("CERTIFICATE_VERIFY_FAILED" in str(exc))
                 )
             except httpx.TimeoutException as exc:
                 error = ServerUnreachable(
@@ -360,40 +367,24 @@ class IdmClient:
         answer_body: bool,
     ) -> httpx.Response:
         """The request, its answer read within the deadline and the size bound."""
-        async with asyncio.timeout(self.answer_deadline):
-            request = self.http.build_request(
-                method, url, params=params, headers=headers, json=json_body
+        request = self.http.build_request(
+            method, url, params=params, headers=headers, json=json_body
+        )
+        try:
+            return await send_bounded(
+                self.http,
+                request,
+                max_bytes=self.max_answer_bytes,
+                deadline=self.answer_deadline,
+                read_body=answer_body,
             )
-            response = await self.http.send(request, stream=True)
-            try:
-                if not answer_body and 200 <= response.status_code < 300:
-                    content = b""  # the status is the whole answer; do not read the rest
-                else:
-                    content = await self._read_bounded(method, url, response)
-            finally:
-                await response.aclose()
-        kept = {
-            name: value
-            for name, value in response.headers.multi_items()
-            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-        }
-        return httpx.Response(response.status_code, headers=kept, content=content, request=request)
-
-    async def _read_bounded(self, method: str, url: str, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_answer_bytes:
-                raise ProtocolError(
-                    f"{method} {url}: {response.status_code} with an answer larger than "
-                    f"{self.max_answer_bytes} bytes; not read further",
-                    status=response.status_code,
-                    # a change answered 2xx was carried out: the workflow reads back
-                    outcome_unknown=method != "GET" and response.is_success,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        except AnswerTooLarge as exc:
+            raise ProtocolError(
+                f"{method} {url}: {exc}; not read further",
+                status=exc.status,
+                # a change answered 2xx was carried out: the workflow reads back
+                outcome_unknown=method != "GET" and 200 <= exc.status < 300,
+            ) from None
 
     def _decode(
         self, method: str, url: str, response: httpx.Response, *, answer_body: bool = True

@@ -3,19 +3,37 @@
 Rules of the contract: a URL target must match the operator's allow-list;
 plain ``http://`` carries credentials only to in-cluster Services, loopback
 addresses and patterns written with an explicit ``http://`` prefix; link-local
-and cloud-metadata addresses are refused whatever the allow-list says.
+and cloud-metadata addresses are refused whatever the allow-list says: written
+as an address (in any notation), or a host name resolving to one
+(:meth:`TargetPolicy.check_resolved`, before any credential leaves).
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from idmsync.errors import TargetNotAllowed
+from idmsync.errors import ServerUnreachable, TargetNotAllowed
 
-__all__ = ["AllowPattern", "TargetPolicy"]
+__all__ = ["AllowPattern", "Resolver", "TargetPolicy", "resolve_host"]
+
+#: the longest a host name's lookup may take before the target counts as unreachable
+RESOLVE_TIMEOUT = 30.0
+
+#: host, port -> the addresses a connection could go to
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses the system resolver gives for ``host`` (what the HTTP client will use)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
 
 _METADATA_HOSTS = frozenset(
     {
@@ -80,10 +98,24 @@ def _is_forbidden_address(host: str) -> bool:
     if host in _METADATA_HOSTS:
         return True
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # fe80::1%eth0: scoped
     except ValueError:
         return False
-    return address.is_link_local or (address.version == 6 and address.is_multicast)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+    return (
+        address.is_link_local
+        or str(address) in _METADATA_HOSTS
+        or (address.version == 6 and address.is_multicast)
+    )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,33 @@ class TargetPolicy:
             allowed=tuple(AllowPattern.parse(p) for p in items if p.strip()),
             allow_loopback=allow_loopback,
         )
+
+    async def check_resolved(self, url: str, resolve: Resolver | None = None) -> None:
+        """Refuse a host *name* that resolves to a link-local or cloud-metadata address.
+
+        Call it after :meth:`check` and before any credential is sent. The HTTP client
+        resolves the name again when it connects: a name whose answers change in between
+        (DNS rebinding, a zero TTL) is not caught here; allow only names whose DNS you
+        trust (SECURITY.md). A name that does not resolve (in time) is
+        :class:`ServerUnreachable`: nothing is sent on a lookup that could not be checked.
+        """
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if not host or _is_address(host):
+            return  # an address as written was checked by check()
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                addresses = await (resolve or resolve_host)(host, port)
+        except (OSError, TimeoutError) as exc:
+            detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise ServerUnreachable(f"cannot resolve {host}: {detail}") from None
+        forbidden = next((a for a in addresses if _is_forbidden_address(a)), None)
+        if forbidden is not None:
+            raise TargetNotAllowed(
+                f"{host} resolves to {forbidden}, a link-local or cloud-metadata address; "
+                "idmsync never sends credentials there"
+            )
 
     def check(self, server_url: str, *, in_cluster_service: bool = False) -> None:
         """Raise :class:`TargetNotAllowed` unless credentials may go to ``server_url``."""

@@ -48,13 +48,15 @@ async def schedules_paused(
     jobs = await _pause(client, stage_ids)
     what = f"paused the liveSync job(s) {', '.join(jobs)}" if jobs else "paused the IDM scheduler"
     await observer(Event("SchedulerPaused", what, jobs=jobs))
-    failing = True
+    failure: BaseException | None = None
     try:
         await _wait_idle(client, stage_ids, options, observer)
         yield
-        failing = False
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
-        await _resume(client, jobs, observer, failing=failing)
+        await _resume(client, jobs, observer, failure=failure)
 
 
 async def _pause(client: IdmClient, stage_ids: Collection[str]) -> tuple[str, ...]:
@@ -68,19 +70,20 @@ async def _pause(client: IdmClient, stage_ids: Collection[str]) -> tuple[str, ..
                     paused.append(job["_id"])
             if paused:
                 return tuple(paused)
-        except CredentialsRefused:
+        except CredentialsRefused as exc:
             if paused:
-                await _resume(client, tuple(paused), _quiet, failing=True)
+                await _resume(client, tuple(paused), _quiet, failure=exc)
             raise
         except IdmSyncError as exc:
             log.info("per-job pause not available (%s); pausing every job", exc.message)
             if paused:
-                await _resume(client, tuple(paused), _quiet, failing=True)
+                await _resume(client, tuple(paused), _quiet, failure=exc)
     try:
         await client.pause_scheduler()
-    except IdmSyncError:
-        # the pause may have been carried out before the failure: never leave it paused
-        await _resume(client, (), _quiet, failing=True)
+    except IdmSyncError as exc:
+        if exc.outcome_unknown:
+            # the pause may have been carried out before the failure: never leave it paused
+            await _resume(client, (), _quiet, failure=exc)
         raise
     return ()
 
@@ -129,12 +132,16 @@ async def _wait_idle(
 
 
 async def _resume(
-    client: IdmClient, jobs: tuple[str, ...], observer: Observer, *, failing: bool
+    client: IdmClient,
+    jobs: tuple[str, ...],
+    observer: Observer,
+    *,
+    failure: BaseException | None,
 ) -> None:
-    """Resume what was paused, even when cancelled.
+    """Resume what was paused, even when cancelled (shielded: a second cancel cannot skip it).
 
     If resuming fails while the reset is failing anyway, the reset's own error is the one
-    reported and the still-paused scheduler is logged; otherwise resuming's error is raised.
+    raised, and it says the scheduler may still be paused; otherwise resuming's error is.
     """
     try:
         if jobs:
@@ -143,10 +150,13 @@ async def _resume(
         else:
             await asyncio.shield(client.resume_scheduler())
     except IdmSyncError as exc:
-        if not failing:
-            exc.message = f"the IDM scheduler may still be paused: {exc.message}"
+        note = f"the IDM scheduler may still be paused: {exc.message}"
+        if failure is None:
+            exc.message = note
             raise
-        log.warning("the IDM scheduler may still be paused: %s", exc.message)
+        log.warning("%s", note)
+        if isinstance(failure, IdmSyncError):
+            failure.message += f"; {note}"
         return
     what = f"resumed the liveSync job(s) {', '.join(jobs)}" if jobs else "resumed the IDM scheduler"
     await observer(Event("SchedulerResumed", what, jobs=jobs))

@@ -1,0 +1,66 @@
+"""HTTP answers read within a size bound and a deadline.
+
+A server (IDM, or an OAuth token endpoint) that answers with a huge or endless
+body, or drips it a byte at a time, must neither fill memory nor hold a reset
+for ever: every answer idmsync reads goes through :func:`send_bounded`. Callers
+map the two refusals onto their own errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+__all__ = ["AnswerTooLarge", "send_bounded"]
+
+
+class AnswerTooLarge(Exception):
+    """The answer's body (decompressed) grew past the bound; the rest was not read."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(f"{status} with an answer larger than {limit} bytes")
+        self.status = status
+        self.limit = limit
+
+
+async def send_bounded(
+    http: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    max_bytes: int,
+    deadline: float,
+    read_body: bool = True,
+) -> httpx.Response:
+    """Send ``request`` (never following a redirect) and read its whole answer.
+
+    Raises :class:`TimeoutError` when the answer is not complete within ``deadline``
+    seconds and :class:`AnswerTooLarge` past ``max_bytes``; httpx's own errors pass
+    through. ``read_body=False`` leaves a 2xx body unread (its status is the answer).
+    """
+    async with asyncio.timeout(deadline):
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
+            if not read_body and response.is_success:
+                content = b""
+            else:
+                content = await _read(response, max_bytes)
+        finally:
+            await response.aclose()
+    kept = {
+        name: value
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    }
+    return httpx.Response(response.status_code, headers=kept, content=content, request=request)
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise AnswerTooLarge(response.status_code, max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
