@@ -118,6 +118,7 @@ class Run:
 
 
 RUNS: list[Run] = []
+SEED: list[int] = []
 
 
 class Crashes:
@@ -197,7 +198,10 @@ def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     with capture.global_and_fixture_disabled():
         reporter.write_line("")
-        reporter.write_line(f"crash recovery: {len(RUNS)} runs, operator SIGKILLed once in each")
+        reporter.write_line(
+            f"crash recovery: {len(RUNS)} runs, operator SIGKILLed once in each "
+            f"(IDMSYNC_CRASH_SEED={SEED[0] if SEED else '?'})"
+        )
         reporter.write_line(
             f"{'run':>4} {'killed at':<26} {'step at kill':<13} {'DELETEs':>7} {'tries':>5} "
             f"{'result':<8} what the restarted operator found"
@@ -229,7 +233,7 @@ def _found(stage: dict[str, Any]) -> str:
 
 def test_sigkill_at_every_step_boundary_repeats_no_delete(crashes: Crashes, stub: IdmStub) -> None:
     points, seed = _points()
-    print(f"crash recovery: {len(points)} runs, IDMSYNC_CRASH_SEED={seed}")
+    SEED.append(seed)
     failures: list[str] = []
     for number, point in enumerate(points, 1):
         source = f"system/crash/r{number:03d}"
