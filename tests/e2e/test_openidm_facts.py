@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -478,13 +478,30 @@ def _start_slow_livesync(
     return during, result, th
 
 
+def _race_a_running_livesync(
+    idm: httpx.Client, real_idm: RealIDM, change: Callable[[str], httpx.Response]
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """Send `change(rev)` while a slow liveSync runs; returns (its answer, liveSync's result).
+
+    If the liveSync finished between our read and our change (a 412 on a fast machine), the race
+    was not staged: set it up again, at most three times."""
+    for _attempt in range(3):
+        during, result, th = _start_slow_livesync(idm, real_idm)
+        answer = change(during["_rev"])
+        th.join(timeout=600)
+        if not (answer.status_code == 412 and result.get("status") == 200):
+            return answer, result
+    raise AssertionError("liveSync always finished before the change arrived: no race staged")
+
+
 def test_reset_racing_a_running_livesync_fails_that_run(
     idm: httpx.Client, real_idm: RealIDM
 ) -> None:
-    during, result, th = _start_slow_livesync(idm, real_idm)
-    d = idm.delete(f"/{STAGES}/{LDAP_STAGE}", headers={"If-Match": during["_rev"]})
+    def delete(rev: str) -> httpx.Response:
+        return idm.delete(f"/{STAGES}/{LDAP_STAGE}", headers={"If-Match": rev})
+
+    d, result = _race_a_running_livesync(idm, real_idm, delete)
     assert d.status_code == 200, d.text
-    th.join(timeout=600)
     assert result["status"] == 500
     assert result["body"]["message"] == (
         "Update on object synchronisation/pooledSyncStage/SYSTEMLDAPACCOUNT "
@@ -497,11 +514,13 @@ def test_reset_racing_a_running_livesync_fails_that_run(
 
 
 def test_set_racing_a_running_livesync_wins(idm: httpx.Client, real_idm: RealIDM) -> None:
-    during, result, th = _start_slow_livesync(idm, real_idm)
     new = {"_id": LDAP_STAGE, "connectorData": {"nativeType": "integer", "syncToken": 5}}
-    p = idm.put(f"/{STAGES}/{LDAP_STAGE}", json=new, headers={"If-Match": during["_rev"]})
+
+    def put(rev: str) -> httpx.Response:
+        return idm.put(f"/{STAGES}/{LDAP_STAGE}", json=new, headers={"If-Match": rev})
+
+    p, result = _race_a_running_livesync(idm, real_idm, put)
     assert p.status_code == 200, p.text
-    th.join(timeout=600)
     assert result["status"] == 500  # the repository's 412 surfaces as a 500 from liveSync
     assert result["body"]["message"].startswith(
         "Update rejected as current Object revision is different than expected by caller"
