@@ -170,10 +170,10 @@ CASES = [
         _restart_when(_deleted, 2.0),
     ),
     Case(
-        "apiserver down 15 s after the DELETE",
+        "apiserver down 10 s after the DELETE",
         "direct",
         lambda plane, stub: stub.delay_after_next(1, 2.0, method="DELETE"),
-        _restart_when(_deleted, 15.0),
+        _restart_when(_deleted, 10.0),
     ),
     Case(
         "409 on the status patch before it",
