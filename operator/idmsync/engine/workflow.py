@@ -120,9 +120,13 @@ async def run_reset(
         return recorded.get(ref.id) or StageProgress(id=ref.id, source=ref.source)
 
     to_change = [ref.id for ref in stages if started(ref).step is not Step.DONE]
-    pause = options.pause_schedules and not options.dry_run and bool(to_change)
+    # A resumed run pauses (and so resumes) even when every stage is done already: a run killed
+    # after its last stage but before resuming left the scheduler paused, and only this run can
+    # resume it. A fresh run with nothing to change (OutOfSync, all in sync) leaves it alone.
+    resumed = bool(progress)
+    pause = options.pause_schedules and not options.dry_run and (bool(to_change) or resumed)
     async with (
-        schedules_paused(client, to_change, options, observer)
+        schedules_paused(client, to_change or [ref.id for ref in stages], options, observer)
         if pause
         else contextlib.nullcontext()
     ):
