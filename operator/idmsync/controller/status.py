@@ -112,37 +112,12 @@ def drift_status(checks: dict[str, DriftCheck], time: str) -> list[StageDrift]:
 
 
 def recon_status(recon: ReconProgress) -> ReconStatus:
-    return ReconStatus(
-        mapping=recon.mapping,
-        id=recon.id,
-        state=recon.state,
-        stage=recon.stage,
-        started=recon.started,
-        ended=recon.ended,
-        processed=recon.processed,
-        created=recon.created,
-        succeeded=recon.succeeded,
-        failed=recon.failed,
-        situations=dict(recon.situations),
-    )
+    """The reconciliation as status shows it: every field of ReconStatus, by name."""
+    return ReconStatus(**{name: getattr(recon, name) for name in ReconStatus.model_fields})
 
 
 def recon_from_status(recon: ReconStatus | None) -> ReconProgress | None:
-    if recon is None:
-        return None
-    return ReconProgress(
-        mapping=recon.mapping,
-        id=recon.id,
-        state=recon.state,
-        stage=recon.stage,
-        started=recon.started,
-        ended=recon.ended,
-        processed=recon.processed,
-        created=recon.created,
-        succeeded=recon.succeeded,
-        failed=recon.failed,
-        situations=dict(recon.situations),
-    )
+    return None if recon is None else ReconProgress(**recon.model_dump())
 
 
 def progress_from_status(status: SyncTokenResetStatus) -> dict[str, StageProgress]:
