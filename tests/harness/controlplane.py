@@ -389,8 +389,11 @@ class ControlPlane:
         binaries: Binaries | None = None,
         *,
         log: Callable[[str], None] | None = None,
+        audit: bool = False,
     ) -> None:
         self.binaries = binaries or Binaries.locate()
+        #: write an audit log of every write (see `audit_log`): benchmarks count API writes
+        self.audit = audit
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._servers: list[_Server] = []
         self._lock = threading.Lock()
@@ -497,6 +500,7 @@ class ControlPlane:
                 f"--service-account-issuer={self.server}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
+                *self._audit_flags(),
             ],
         )
         context = self._admin_ssl_context()
@@ -526,6 +530,48 @@ class ControlPlane:
     def _apiserver(self) -> _Server:
         with self._lock:
             return next(s for s in self._servers if s.name == "kube-apiserver")
+
+    def _audit_flags(self) -> list[str]:
+        """Audit every write as it completes; Events at Request level (whom they are about)."""
+        if not self.audit:
+            return []
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted"],
+            "rules": [
+                {
+                    "level": "Request",
+                    "verbs": ["create", "update", "patch"],
+                    "resources": [
+                        {"group": "", "resources": ["events"]},
+                        {"group": "events.k8s.io", "resources": ["events"]},
+                    ],
+                },
+                {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "get"]},
+                {"level": "None"},
+            ],
+        }
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return [
+            f"--audit-policy-file={path}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ]
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per audited request (only with ``audit=True``)."""
+        return self.workdir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log so far, parsed."""
+        if not self.audit_log.exists():
+            return []
+        lines = self.audit_log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
 
     def _spawn(self, name: str, argv: Sequence[str]) -> _Server:
         with self._lock:

@@ -26,10 +26,12 @@ class OperatorProcess:
         namespaces: str,
         settings: Mapping[str, str] | None = None,
         command: Callable[[Mapping[str, str]], Sequence[str]] | None = None,
+        verbose: bool = True,
     ) -> None:
         """``command``, given the operator's environment, returns the argv that starts it
-        (default: this checkout's ``idmsync run --verbose``)."""
+        (default: this checkout's ``idmsync run``, ``--verbose`` unless ``verbose=False``)."""
         self.kubeconfig = kubeconfig
+        self.verbose = verbose
         self.log_path = log_path
         self.metrics_port = free_port()
         self.health_port = free_port()
@@ -48,12 +50,17 @@ class OperatorProcess:
         }
         self.command = command
         self.process: subprocess.Popen[bytes] | None = None
+        #: time.time() just before the process was spawned
+        self.started_at = 0.0
 
-    def start(self) -> OperatorProcess:
-        """Start and wait until this process (not an earlier one sharing the log) is up."""
+    def start(self, *, wait: bool = True) -> OperatorProcess:
+        """Spawn it; unless ``wait=False``, wait until this process (not an earlier one
+        sharing the log) is up."""
         offset = len(self.log())
         log = self.log_path.open("ab")
-        argv = list(self.command(self.env)) if self.command else [IDMSYNC, "run", "--verbose"]
+        default = [IDMSYNC, "run", *(["--verbose"] if self.verbose else [])]
+        argv = list(self.command(self.env)) if self.command else default
+        self.started_at = time.time()
         self.process = subprocess.Popen(
             argv,
             env=self.env,
@@ -62,15 +69,38 @@ class OperatorProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + 60
+        if wait:
+            self.wait_started(offset)
+        return self
+
+    def wait_started(self, offset: int = 0, timeout: float = 60) -> None:
+        """Until the log past ``offset`` says the operator started."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"operator exited {self.process.returncode}:\n{self.log()}")
             if "idmsync operator started" in self.log()[offset:]:
-                return self
+                return
             time.sleep(0.1)
         self.kill()  # a half-started operator must not outlive the test that wanted it
         raise RuntimeError(f"operator did not start:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        """Resident memory of the operator process, KiB (0 once it has exited)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return 0
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
 
     def log(self) -> str:
         try:
