@@ -97,14 +97,8 @@ class TestHappyPath:
             f"GET {STAGE_PATH}",
         ]
         reasons = {e["reason"] for e in events(kubectl, shared_namespace)}
-        assert {
-            "Started",
-            "StageRecorded",
-            "StageChanged",
-            "LiveSyncTriggered",
-            "StageVerified",
-            "Succeeded",
-        } <= reasons
+        # the change (with what it replaced) and the outcome; every other step is in the log
+        assert reasons == {"StageChanged", "Succeeded"}
         assert_no_secret_anywhere(kubectl, shared_namespace, ADMIN_PASSWORD)
         columns = kubectl("get", "tokenreset", "ldap", "-n", shared_namespace).stdout
         assert "Succeeded" in columns

@@ -110,17 +110,26 @@ async def test_a_reset_succeeds_with_conditions_events_and_the_audit(
     assert operator.condition("Ready") == ("True", "Succeeded")
     assert operator.condition("Reconciling") == ("False", "Succeeded")
     assert operator.condition("Stalled") == ("False", "Succeeded")
-    assert operator.reasons() == [
-        "Started",
-        "ServerResolved",
-        "StagesSelected",
-        "StageRecorded",
-        "StageChanged",
-        "LiveSyncTriggered",
-        "StageVerified",
-        "Succeeded",
-    ]
+    assert operator.reasons() == ["StageChanged", "Succeeded"]
+    assert "(was rev 1, token 100)" in operator.events[0][2]
     assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+
+async def test_a_one_stage_reset_writes_its_status_three_times(
+    operator: Operator, stub: IdmStub
+) -> None:
+    """Before the DELETE, before the liveSync trigger, and the outcome: nothing else."""
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+    await operator.drive()
+    patches = [patch for _, _, patch in operator.kube.patches]
+    assert [(p["phase"], [s["step"] for s in p["stages"]]) for p in patches] == [
+        ("Running", ["Recorded"]),
+        ("Running", ["Changed"]),
+        ("Succeeded", ["Done"]),
+    ]
+    first = patches[0]
+    assert (first["attempts"], first["server"]["api"]) == (1, "IDM7")
+    assert first["target"].startswith("service/idm:")
 
 
 async def test_the_intent_is_persisted_before_the_delete_is_sent(

@@ -3,7 +3,12 @@
 Status is the source of truth, read fresh from the API server on every call:
 a terminal resource is never run again unless ``idmsync.dev/rerun`` changed;
 a resource left Running (operator killed) resumes from its recorded stages.
-Progress is written before and after each destructive call. A status that
+Status is written only where a restart needs it, each write carrying all that
+was noted since the last: a stage's recorded rev and token before its
+DELETE/PUT, the change before the liveSync trigger, the scheduler's pause and a
+reconciliation's progress as soon as they happen, the outcome at the end; a
+one-stage reset makes three. Events say what changed IDM and how it ended;
+every step is in the log. A status that
 cannot be read safely is never replaced by a fresh one (that would throw away
 what resume relies on): the resource is Stalled with reason InvalidStatus and
 nothing is sent to IDM, until the status is fixed or a new rerun value asks
@@ -75,15 +80,21 @@ class Outcome:
 
 
 class _Run:
-    """The status of one run, patched to the API server as it changes."""
+    """The status of one run: changes are noted in memory, and written all at once by
+    :meth:`save` where they must be durable."""
 
     def __init__(
         self, ctx: OperatorContext, namespace: str, name: str, status: SyncTokenResetStatus
     ) -> None:
         self.ctx, self.namespace, self.name, self.status = ctx, namespace, name, status
 
-    async def save(self, **changes: Any) -> None:
+    def note(self, **changes: Any) -> None:
+        """Change the status in memory; the next :meth:`save` writes it."""
         self.status = self.status.model_copy(update=changes)
+
+    async def save(self, **changes: Any) -> None:
+        """Write the status, with every change noted so far, in one patch."""
+        self.note(**changes)
         await self.ctx.kube.patch_status(self.namespace, self.name, status_dict(self.status))
 
     def conditions(self, *triples: tuple[str, bool, str, str]) -> Any:
@@ -124,11 +135,12 @@ async def reconcile(
     fresh = status.phase in TERMINAL_PHASES or (status.start_time is None and not status.stages)
     if fresh:
         status = SyncTokenResetStatus(rerun=rerun, start_time=now(), observed_generation=generation)
-        post_event("Normal", "Started", "reset started" + (f" (rerun {rerun!r})" if rerun else ""))
+        log.info("%s/%s: reset started%s", namespace, name, f" (rerun {rerun!r})" if rerun else "")
     elif status.start_time is None:
         status = status.model_copy(update={"start_time": now()})
     run = _Run(ctx, namespace, name, status)
-    await run.save(
+    # written with the first durable step (or the failure): nothing has happened in IDM yet
+    run.note(
         phase="Running",
         attempts=status.attempts + 1,
         next_retry_time=None,
@@ -166,9 +178,11 @@ async def reconcile(
             client, sources=spec.stages.sources, ids=spec.stages.ids, all_stages=spec.stages.all
         )
         ids = [ref.id for ref in refs]
-        await run.save(target=target.summary, stage_summary=stage_summary(ids))
+        run.note(target=target.summary, stage_summary=stage_summary(ids))
         busy = ctx.locks.busy(client.base_url, ids)
         if busy:
+            # it may wait long: show that it runs
+            await run.save()
             post_event("Normal", "Waiting", f"another reset holds {', '.join(busy)}; waiting")
         async with ctx.locks.hold(client.base_url, ids):
             await _run_engine(run, client, refs, spec, changelog, post_event)
@@ -323,10 +337,15 @@ async def _run_engine(
     post_event: EventPoster,
 ) -> None:
     progress = progress_from_status(run.status)
+    # StageRecorded precedes every destructive call; StageChanged precedes the liveSync
+    # trigger (a restart resumes there); the scheduler's pause is IDM-wide and a started
+    # reconciliation must not be started again: said at once
+    durable = _DURABLE | (set() if spec.dry_run else {"StageChanged"})
     known = {ref.id for ref in refs}
     stages = {s.id: s for s in run.status.stages if s.id in known}
 
     async def observe(event: Event) -> None:
+        log.info("%s/%s: %s: %s", run.namespace, run.name, event.kind, event.message)
         if event.kind == "StageChecked" and event.stage is not None and event.stage.check:
             checked = now()
             drift = {d.id: d for d in run.status.drift if d.id in known}
@@ -339,7 +358,7 @@ async def _run_engine(
             )
             metrics.observe_drift(run.namespace, run.name, event.stage.id, event.stage.check)
         if event.server is not None:
-            await run.save(
+            run.note(
                 server=ServerStatus(
                     url=event.server.url,
                     api=str(event.server.flavour),
@@ -348,12 +367,10 @@ async def _run_engine(
             )
         elif event.stage is not None:
             stages[event.stage.id] = stage_status(event.stage)
-            ordered = [stages[ref.id] for ref in refs if ref.id in stages]
-            # persisted before the engine goes on: StageRecorded precedes every destructive call
-            await run.save(stages=ordered)
+            run.note(stages=[stages[ref.id] for ref in refs if ref.id in stages])
         elif event.kind in ("SchedulerPaused", "SchedulerResumed"):
             paused = event.kind == "SchedulerPaused"
-            await run.save(schedules_paused=paused, paused_jobs=list(event.jobs) if paused else [])
+            run.note(schedules_paused=paused, paused_jobs=list(event.jobs) if paused else [])
         elif event.recon is not None:
             update: dict[str, Any] = {"reconciliation": recon_status(event.recon)}
             if not event.recon.finished:
@@ -361,8 +378,11 @@ async def _run_engine(
                     ("Reconciling", True, "Reconciliation", recon_summary(event.recon)),
                     ("Ready", False, "Reconciliation", "catching up: " + event.message),
                 )
-            await run.save(**update)
-        post_event("Normal", event.kind, event.message)
+            run.note(**update)
+        if event.kind in durable:
+            await run.save()
+        if event.kind in _POSTED:
+            post_event("Normal", event.kind, _event_message(event))
 
     await run_reset(
         client,
@@ -373,6 +393,33 @@ async def _run_engine(
         changelog=changelog,
         recon=recon_from_status(run.status.reconciliation),
     )
+
+
+#: engine steps written to status at once (StageChanged too, unless a dry run)
+_DURABLE = frozenset(
+    {"StageRecorded", "SchedulerPaused", "ReconStarted", "ReconProgress", "ReconFinished"}
+)
+#: engine steps posted as Events (the others are in the operator's log and the status)
+_POSTED = frozenset(
+    {
+        "StageChecked",
+        "StageChanged",
+        "SchedulerPaused",
+        "LiveSyncIdle",
+        "SchedulerResumed",
+        "ReconStarted",
+        "ReconProgress",
+        "ReconFinished",
+    }
+)
+
+
+def _event_message(event: Event) -> str:
+    """An Event's message; a change says what it replaced, the audit record."""
+    stage = event.stage
+    if event.kind == "StageChanged" and stage is not None and stage.previous_rev is not None:
+        return f"{event.message} (was rev {stage.previous_rev}, token {stage.previous_token!r})"
+    return event.message
 
 
 async def _failed(
