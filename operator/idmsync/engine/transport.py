@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 from dataclasses import dataclass
@@ -27,9 +28,16 @@ def _ssl_context(tls: TlsOptions) -> ssl.SSLContext | bool:
             "TLS verification is OFF for this server (insecureSkipVerify): not for production"
         )
         return False
+    return _verifying_context(tls.ca_pem)
+
+
+@functools.lru_cache(maxsize=64)
+def _verifying_context(ca_pem: str | None) -> ssl.SSLContext:
+    """One context per set of extra CAs, shared by every client that trusts them: loading
+    the system's CA certificates takes tens of milliseconds."""
     context = ssl.create_default_context()
-    if tls.ca_pem:
-        context.load_verify_locations(cadata=tls.ca_pem)
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
     return context
 
 
