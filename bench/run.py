@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import ssl
 import statistics
 import subprocess
@@ -86,6 +87,8 @@ class Config:
     openidm: bool = True
     openidm_runs: int = 30
     timeout: float = 600.0  # for the scale phase to finish
+    #: py-spy's collapsed stacks of the operator during the scale phase go here
+    profile: str | None = None
 
 
 SMOKE = Config(
@@ -604,7 +607,20 @@ async def phases(config: Config, plane: ControlPlane, farm: StubFarm, results: R
 
             with results.phase("scale"):
                 farm.command("clear")
-                await scale(config, api, watcher, farm, results, operator, scale_ns)
+                processes = {
+                    "operator": operator.pid,
+                    **plane.pids(),
+                    "idm stubs": farm.process.pid,
+                    "bench (creates, watches)": os.getpid(),
+                }
+                cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                with profiling(operator.pid, config.profile):
+                    await scale(config, api, watcher, farm, results, operator, scale_ns)
+                # what each process spent per reset: where the machine's two cores went
+                figures["scale_cpu_ms_per_reset"] = {
+                    name: ms((cpu_seconds(pid) - cpu_before[name]) / config.scale_resources)
+                    for name, pid in processes.items()
+                }
                 await settle(plane)
                 await asyncio.sleep(2)
                 figures["rss_after_1000_mb"] = round(operator.rss_kib() / 1024, 1)
@@ -621,6 +637,21 @@ async def phases(config: Config, plane: ControlPlane, farm: StubFarm, results: R
         operator.stop()
         await api.close()
         results.raw["operator_log_tail"] = operator.log()[-4000:].splitlines()
+
+
+@contextlib.contextmanager
+def profiling(pid: int, out: str | None) -> Iterator[None]:
+    """py-spy (on PATH) samples the operator, without pausing it, into collapsed stacks."""
+    if out is None:
+        yield
+        return
+    argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--nonblocking"]
+    spy = subprocess.Popen([*argv, "--output", out], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
 
 
 async def scale(
@@ -764,6 +795,7 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int)
     parser.add_argument("--resources", type=int)
     parser.add_argument("--servers", type=int)
+    parser.add_argument("--profile", help="py-spy the scale phase into this file (raw stacks)")
     args = parser.parse_args()
     config = SMOKE if args.smoke else Config()
     changes: dict[str, Any] = {}
@@ -775,6 +807,8 @@ def main() -> None:
         changes["scale_resources"] = args.resources
     if args.servers:
         changes["scale_servers"] = args.servers
+    if args.profile:
+        changes["profile"] = args.profile
     config = Config(**{**asdict(config), **changes})
     document = measure(config, args.out)
     keys = [key for key, value in document.items() if not isinstance(value, dict | list)]
