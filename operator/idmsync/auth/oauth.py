@@ -33,12 +33,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
-import jwt
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from idmsync.auth.base import Credentials, Secret
 from idmsync.bounded import AnswerTooLarge, send_bounded
@@ -51,6 +49,9 @@ from idmsync.errors import (
     Unauthorized,
     clip,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -303,6 +304,10 @@ def _parse_private_jwk(private_jwk: Secret) -> tuple[RSAPrivateKey, str | None, 
     Accepts the JWK Identity Cloud lets you download, or a JWK set holding one key.
     Errors never quote the text: it is key material.
     """
+    # imported when a service account is used: they cost the operator's start-up otherwise
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
     text = private_jwk.reveal()
     what = "the service account's private JWK"
     try:
@@ -375,6 +380,8 @@ class ServiceAccountFlow(_TokenFlow):
             "jti": str(uuid.uuid4()),
         }
         headers = {"kid": self._kid} if self._kid else None
+        import jwt
+
         self._assertion = jwt.encode(claims, self._key, algorithm="RS256", headers=headers)
         return self._assertion
 
