@@ -63,6 +63,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # distinct priorities: the highest replica works, the others pause
         settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311
     settings.execution.max_workers = 4
+    if ours.max_concurrent_resets:
+        settings.queueing.worker_limit = ours.max_concurrent_resets
+    # a worker holds its slot until idle this long; our own writes' echoes come within it
+    settings.queueing.idle_timeout = 1.0
     if ours.metrics_port:
         start_http_server(ours.metrics_port)
     kube = Kube.from_environment()

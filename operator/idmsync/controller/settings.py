@@ -29,6 +29,9 @@ class OperatorSettings:
     http_backoff: float = 0.5
     #: concurrent HTTP requests per IDM server, across all resources
     max_requests_per_server: int = 4
+    #: resources handled at once (kopf workers); 0: no limit. The rest wait their turn: a
+    #: thousand at once held 300 MB and made every one slower (docs/benchmarks.md)
+    max_concurrent_resets: int = 50
     #: how a Service target becomes a URL; outside a cluster (development) point it elsewhere
     service_url_template: str = DEFAULT_SERVICE_URL
     #: kopf peering: None auto-detects, "" runs standalone
@@ -64,6 +67,7 @@ class OperatorSettings:
             retry_limit=args.retry_limit,
             retry_backoff=args.retry_backoff,
             max_requests_per_server=args.max_requests_per_server,
+            max_concurrent_resets=args.max_concurrent_resets,
             service_url_template=args.service_url_template,
             peering=args.peering,
             peering_lifetime=args.peering_lifetime,
@@ -109,6 +113,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
         "--max-requests-per-server",
         type=int,
         default=int(default("MAX_REQUESTS_PER_SERVER", "4")),
+    )
+    parser.add_argument(
+        "--max-concurrent-resets",
+        type=int,
+        default=int(default("MAX_CONCURRENT_RESETS", "50")),
+        help="resources handled at once; 0: no limit (IDMSYNC_MAX_CONCURRENT_RESETS)",
     )
     parser.add_argument(
         "--service-url-template",
