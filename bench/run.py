@@ -83,19 +83,24 @@ class Config:
     latency_runs: int = 100
     scale_resources: int = 1000
     scale_servers: int = 50
-    sources_per_server: int = 4
+    #: more stages per server than the cap on requests per server, so the cap is tested
+    sources_per_server: int = 8
+    #: how long each scale-phase stub server takes over a request (a real IDM is not instant)
+    scale_delay_ms: float = 20.0
     openidm: bool = True
     openidm_runs: int = 30
     timeout: float = 600.0  # for the scale phase to finish
     #: py-spy's collapsed stacks of the operator during the scale phase go here
     profile: str | None = None
+    #: more IDMSYNC_* settings for the operator
+    operator_env: dict[str, str] = field(default_factory=dict)
 
 
 SMOKE = Config(
     latency_runs=5,
     scale_resources=40,
     scale_servers=4,
-    sources_per_server=2,
+    sources_per_server=6,
     openidm=False,
     openidm_runs=0,
     timeout=120.0,
@@ -264,9 +269,11 @@ class Watcher:
 class StubFarm:
     """bench/stub_farm.py in its own process."""
 
-    def __init__(self, servers: int, sources: int) -> None:
+    def __init__(self, servers: int, sources: int, delay_ms: float) -> None:
         argv = [sys.executable, "-m", "bench.stub_farm"]
         argv += ["--servers", str(servers), "--sources", str(sources)]
+        # the latency phase's server answers at once: the engine's figure is the floor
+        argv += ["--delay-ms", str(delay_ms), "--undelayed", "1"]
         self.process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
@@ -516,7 +523,7 @@ def measure(config: Config, out: Path) -> dict[str, Any]:
 async def run(config: Config) -> dict[str, Any]:
     results = Results(config=asdict(config))
     results.machine = machine()
-    farm = StubFarm(1 + config.scale_servers, config.sources_per_server)
+    farm = StubFarm(1 + config.scale_servers, config.sources_per_server, config.scale_delay_ms)
     try:
         with ControlPlane(audit=True) as plane:
             results.machine["kube_apiserver"] = plane.version()["gitVersion"]
@@ -550,7 +557,10 @@ async def phases(config: Config, plane: ControlPlane, farm: StubFarm, results: R
         log,
         namespaces="",
         verbose=False,
-        settings={"IDMSYNC_MAX_REQUESTS_PER_SERVER": str(MAX_REQUESTS_PER_SERVER)},
+        settings={
+            "IDMSYNC_MAX_REQUESTS_PER_SERVER": str(MAX_REQUESTS_PER_SERVER),
+            **config.operator_env,
+        },
     )
     engine = EngineRunner(
         f"http://127.0.0.1:{farm.ports[0]}",
@@ -796,6 +806,9 @@ def main() -> None:
     parser.add_argument("--resources", type=int)
     parser.add_argument("--servers", type=int)
     parser.add_argument("--profile", help="py-spy the scale phase into this file (raw stacks)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="IDMSYNC_X=VALUE", help="operator setting"
+    )
     args = parser.parse_args()
     config = SMOKE if args.smoke else Config()
     changes: dict[str, Any] = {}
@@ -809,6 +822,8 @@ def main() -> None:
         changes["scale_servers"] = args.servers
     if args.profile:
         changes["profile"] = args.profile
+    if args.set:
+        changes["operator_env"] = dict(item.split("=", 1) for item in args.set)
     config = Config(**{**asdict(config), **changes})
     document = measure(config, args.out)
     keys = [key for key, value in document.items() if not isinstance(value, dict | list)]

@@ -1,6 +1,6 @@
 """Many IDM stubs in one process, on one event loop, each on its own loopback port.
 
-    python -m bench.stub_farm --servers 50 --sources 4
+    python -m bench.stub_farm --servers 50 --sources 4 [--delay-ms 20 --undelayed 1]
 
 Prints one JSON line ``{"ports": [...], "sources": [...]}``, then answers commands
 on stdin, one per line, each with one JSON line on stdout:
@@ -14,7 +14,9 @@ on stdin, one per line, each with one JSON line on stdout:
 - ``quit``.
 
 It runs in a process of its own so the benchmark measures idmsync, not the two
-event loops fighting over one GIL.
+event loops fighting over one GIL. ``--delay-ms`` makes every server but the first
+``--undelayed`` take that long over each request, as a real IDM does (so requests
+overlap, and the per-server cap is put to the test).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def classify(method: str, path: str) -> tuple[str, str | None]:
     return f"{method} other", None
 
 
-def tracking(tally: Tally) -> Any:
+def tracking(tally: Tally, delay: float) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         kind, stage = classify(request.method, request.path)
@@ -110,6 +112,8 @@ def tracking(tally: Tally) -> Any:
                 tally.stage_max_in_flight[stage], tally.stage_in_flight[stage]
             )
         try:
+            if delay:
+                await asyncio.sleep(delay)
             response: web.StreamResponse = await handler(request)
             return response
         finally:
@@ -120,19 +124,19 @@ def tracking(tally: Tally) -> Any:
     return middleware
 
 
-async def serve(servers: int, sources: int) -> None:
+async def serve(servers: int, sources: int, delay: float, undelayed: int) -> None:
     stubs: list[IdmStub] = []
     tallies: list[Tally] = []
     runners: list[web.AppRunner] = []
     ports: list[int] = []
     names = source_names(sources)
-    for _ in range(servers):
+    for index in range(servers):
         stub, tally = IdmStub(), Tally()
         for source in names:
             stub.add_source(source, latest=105)
             stub.put_stage(stage_of(source), 100)
         app = stub._make_app()
-        app.middlewares.insert(0, tracking(tally))
+        app.middlewares.insert(0, tracking(tally, 0.0 if index < undelayed else delay))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -169,8 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=1)
     parser.add_argument("--sources", type=int, default=1)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--undelayed", type=int, default=0, help="the first N answer at once")
     args = parser.parse_args()
-    asyncio.run(serve(args.servers, args.sources))
+    asyncio.run(serve(args.servers, args.sources, args.delay_ms / 1000, args.undelayed))
 
 
 if __name__ == "__main__":
