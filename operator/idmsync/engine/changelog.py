@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import ldap3
-from ldap3.core import exceptions as ldap_errors
-
 from idmsync.auth import Secret
 from idmsync.engine.policy import TargetPolicy
 from idmsync.errors import (
@@ -136,6 +133,10 @@ class LdapChangelog:
         return await asyncio.to_thread(self._read_range)
 
     def _read_range(self) -> ChangelogRange:
+        # imported when a directory is first read: it costs the operator's start-up otherwise
+        import ldap3
+        from ldap3.core import exceptions as ldap_errors
+
         directory = self.directory
         scheme, host, port = parse_ldap_url(directory.url)
         tls = None
