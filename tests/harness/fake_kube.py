@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client
-
+from idmsync.controller.kube import ServiceInfo
 from idmsync.errors import SecretNotFound, ServiceNotFound
 
 GROUP_VERSION = "idmsync.dev/v1alpha1"
@@ -46,7 +45,7 @@ class PatchFault:
 class FakeKube:
     resets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    services: dict[tuple[str, str], client.V1Service] = field(default_factory=dict)
+    services: dict[tuple[str, str], ServiceInfo] = field(default_factory=dict)
     #: every status patch, in order: (namespace, name, patch)
     patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     #: status patches to fail: (how many, the error, a predicate on the patch, applied first?)
@@ -99,13 +98,10 @@ class FakeKube:
         *,
         external_name: str | None = None,
     ) -> None:
-        self.services[namespace, name] = client.V1Service(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-            spec=client.V1ServiceSpec(
-                type="ExternalName" if external_name else "ClusterIP",
-                external_name=external_name,
-                ports=[client.V1ServicePort(name=port_name, port=port)],
-            ),
+        self.services[namespace, name] = ServiceInfo(
+            type="ExternalName" if external_name else "ClusterIP",
+            external_name=external_name,
+            ports={port_name: port},
         )
 
     # --- KubeApi -------------------------------------------------------------------
@@ -115,7 +111,7 @@ class FakeKube:
             raise SecretNotFound(f"Secret {namespace}/{name} not found")
         return dict(self.secrets[namespace, name])
 
-    async def read_service(self, namespace: str, name: str) -> Any:
+    async def read_service(self, namespace: str, name: str) -> ServiceInfo:
         if (namespace, name) not in self.services:
             raise ServiceNotFound(f"Service {namespace}/{name} not found")
         return self.services[namespace, name]

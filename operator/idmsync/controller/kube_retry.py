@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from idmsync.controller.kube import KubeApi
+from idmsync.controller.kube import KubeApi, ServiceInfo
 from idmsync.errors import KubernetesUnavailable
 
 __all__ = ["RETRY_DELAYS", "RetryingKube", "is_transient"]
@@ -56,7 +56,7 @@ class RetryingKube:
             f"reading Secret {namespace}/{name}", self.inner.read_secret, namespace, name
         )
 
-    async def read_service(self, namespace: str, name: str) -> Any:
+    async def read_service(self, namespace: str, name: str) -> ServiceInfo:
         return await self._call(
             f"reading Service {namespace}/{name}", self.inner.read_service, namespace, name
         )

@@ -25,7 +25,7 @@ from idmsync.engine import (
     When,
 )
 from idmsync.engine.naming import normalise_server_url
-from idmsync.errors import InvalidSpec, SecretKeyMissing, ServiceNotFound
+from idmsync.errors import InvalidSpec, SecretKeyMissing
 
 __all__ = [
     "ResolvedTarget",
@@ -116,16 +116,11 @@ async def _service_url(
     assert spec.target.service is not None
     ref = spec.target.service
     service = await kube.read_service(namespace, ref.name)
-    port = ref.port
-    if isinstance(port, str):
-        named = [p.port for p in (service.spec.ports or []) if p.name == port]
-        if not named:
-            raise ServiceNotFound(f"Service {namespace}/{ref.name} has no port named {port!r}")
-        port = named[0]
+    port = service.port(namespace, ref.name, ref.port)
     summary = f"service/{ref.name}:{port}"
-    if service.spec.type == "ExternalName":
+    if service.type == "ExternalName":
         # it points outside the cluster: a URL target in all but name, allow-list applies
-        host = service.spec.external_name
+        host = service.external_name
         return normalise_server_url(f"{ref.scheme}://{host}:{port}"), summary, False
     url = settings.service_url(scheme=ref.scheme, name=ref.name, namespace=namespace, port=port)
     return url, summary, True
@@ -215,14 +210,9 @@ async def resolve_directory(
     if ldap.service is not None:
         ref = ldap.service
         service = await kube.read_service(namespace, ref.name)
-        port = ref.port
-        if isinstance(port, str):
-            named = [p.port for p in (service.spec.ports or []) if p.name == port]
-            if not named:
-                raise ServiceNotFound(f"Service {namespace}/{ref.name} has no port named {port!r}")
-            port = named[0]
-        if service.spec.type == "ExternalName":
-            url = f"{ref.scheme}://{service.spec.external_name}:{port}"
+        port = service.port(namespace, ref.name, ref.port)
+        if service.type == "ExternalName":
+            url = f"{ref.scheme}://{service.external_name}:{port}"
         else:
             url = settings.service_url(
                 scheme=ref.scheme, name=ref.name, namespace=namespace, port=port
