@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from idmsync.controller.context import OperatorContext
-from idmsync.controller.reconcile import Outcome, check_drift_now, reconcile
+from idmsync.controller.models import SyncTokenResetStatus
+from idmsync.controller.reconcile import Outcome, _Run, check_drift_now, reconcile
 from idmsync.controller.settings import OperatorSettings
 from idmsync.engine import ChangelogRange, ChangelogReader, LdapDirectory
 from tests.harness.fake_kube import FakeKube
@@ -113,6 +114,40 @@ async def test_a_reset_succeeds_with_conditions_events_and_the_audit(
     assert operator.reasons() == ["StageChanged", "Succeeded"]
     assert "(was rev 1, token 100)" in operator.events[0][2]
     assert len(stub.requests_to(STAGE_PATH, "DELETE")) == 1
+
+
+async def test_the_outcome_event_mirrors_every_step_of_the_try(
+    operator: Operator, stub: IdmStub
+) -> None:
+    """Two Events for a one-stage reset, and every step of the KB procedure is in them."""
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+    await operator.drive()
+    _, reason, message = operator.events[-1]
+    assert reason == "Succeeded"
+    steps = message.split("[steps: ", 1)[1].rstrip("]").split(", ")
+    assert steps == [
+        "ServerResolved",
+        "StagesSelected",
+        f"StageRecorded {LDAP_STAGE}",
+        f"StageChanged {LDAP_STAGE}",
+        f"LiveSyncTriggered {LDAP_STAGE}",
+        f"StageVerified {LDAP_STAGE}",
+    ]
+
+
+async def test_a_failure_event_says_how_far_the_try_got_within_an_events_length(
+    operator: Operator, stub: IdmStub
+) -> None:
+    operator.kube.add_reset(NAMESPACE, NAME, SPEC)
+    stub.fail_next(50, status=503, method="POST")  # the liveSync trigger
+    await operator.drive()
+    warnings = [(r, m) for t, r, m in operator.events if t == "Warning"]
+    assert warnings, operator.events
+    # the first try changed the stage; a later one resumes at the trigger
+    assert f"StageChanged {LDAP_STAGE}" in warnings[0][1]
+    for _, message in warnings:
+        assert "[steps: ServerResolved, StagesSelected" in message
+        assert len(message) <= 1024
 
 
 async def test_a_one_stage_reset_writes_its_status_three_times(
@@ -416,9 +451,12 @@ async def test_an_ahead_stage_is_checked_reset_and_caught_up_then_ready(
     assert recon["situations"] == {"CONFIRMED": 2, "ABSENT": 1}
     assert operator.condition("Ready") == ("True", "Succeeded")
     reasons = operator.reasons()
-    assert reasons.index("StageChecked") < reasons.index("StageRecorded")
-    assert reasons.index("StageVerified") < reasons.index("ReconStarted")
+    assert reasons.index("StageChecked") < reasons.index("StageChanged")
+    assert reasons.index("StageChanged") < reasons.index("ReconStarted")
     assert reasons.index("ReconFinished") < reasons.index("Succeeded")
+    # the verdict is in the status written before the DELETE
+    first = operator.kube.patches[0][2]
+    assert (first["stages"][0]["step"], first["drift"][0]["state"]) == ("Recorded", "Ahead")
     (directory,) = checked.directories
     assert directory.url == "ldap://127.0.0.1:1389"
     assert directory.bind_dn == "cn=Directory Manager"
@@ -472,3 +510,16 @@ async def test_the_periodic_check_refreshes_drift_only_when_due(
     assert (drift["state"], drift["lag"]) == ("InSync", 7)
     assert operator.status["lastCheckTime"] != "2000-01-01T00:00:00Z"
     assert stub.requests_to(STAGE_PATH, "DELETE") == [], "a check never resets"
+
+
+def test_the_steps_of_a_long_try_are_cut_to_an_events_length_and_counted(
+    operator: Operator,
+) -> None:
+    run = _Run(operator.context, NAMESPACE, NAME, SyncTokenResetStatus())
+    run.steps = [f"StageVerified source{i}_managedUser" for i in range(100)]
+    message = run.with_steps("3 of 100 stages failed: ServerError")
+    assert len(message) <= 1024
+    shown = message.split("[steps: ", 1)[1].rstrip("]").split(", ")
+    left = int(shown[-1].split()[1])
+    assert shown[-1] == f"and {left} more"
+    assert len(shown) - 1 + left == 100

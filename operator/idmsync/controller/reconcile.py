@@ -87,6 +87,23 @@ class _Run:
         self, ctx: OperatorContext, namespace: str, name: str, status: SyncTokenResetStatus
     ) -> None:
         self.ctx, self.namespace, self.name, self.status = ctx, namespace, name, status
+        #: the engine's steps in this try, said in the outcome's Event
+        self.steps: list[str] = []
+
+    def with_steps(self, message: str) -> str:
+        """``message`` and the steps of this try, within an Event's length: every step is
+        mirrored in Events, in the few that are posted."""
+        if not self.steps:
+            return message
+        shown: list[str] = []
+        room = _EVENT_STEPS_ROOM - len(message)
+        for index, step in enumerate(self.steps):
+            room -= len(step) + 2
+            if room < 0:
+                shown.append(f"and {len(self.steps) - index} more")
+                break
+            shown.append(step)
+        return f"{message} [steps: {', '.join(shown)}]"
 
     def note(self, **changes: Any) -> None:
         """Change the status in memory; the next :meth:`save` writes it."""
@@ -206,7 +223,7 @@ async def reconcile(
             ("Stalled", False, "Succeeded", ""),
         ),
     )
-    post_event("Normal", "Succeeded", summary)
+    post_event("Normal", "Succeeded", run.with_steps(summary))
     metrics.RESETS.labels(result="Succeeded", reason="Succeeded").inc()
     metrics.RESET_DURATION.observe(time.monotonic() - started)
     return Outcome(message=summary)
@@ -346,6 +363,7 @@ async def _run_engine(
 
     async def observe(event: Event) -> None:
         log.info("%s/%s: %s: %s", run.namespace, run.name, event.kind, event.message)
+        run.steps.append(event.kind if event.stage is None else f"{event.kind} {event.stage.id}")
         if event.kind == "StageChecked" and event.stage is not None and event.stage.check:
             checked = now()
             drift = {d.id: d for d in run.status.drift if d.id in known}
@@ -394,6 +412,9 @@ async def _run_engine(
         recon=recon_from_status(run.status.reconciliation),
     )
 
+
+#: an Event's message is cut at 1,024 characters (kopf): the steps get what is left
+_EVENT_STEPS_ROOM = 1000
 
 #: engine steps written to status at once (StageChanged too, unless a dry run)
 _DURABLE = frozenset(
@@ -449,7 +470,9 @@ async def _failed(
             ),
         )
         post_event(
-            "Warning", error.reason, f"{message} (try {attempt} of {allowed}; next in {delay:g}s)"
+            "Warning",
+            error.reason,
+            run.with_steps(f"{message} (try {attempt} of {allowed}; next in {delay:g}s)"),
         )
         return Outcome(retry_in=delay, message=message)
     await run.save(
@@ -461,7 +484,7 @@ async def _failed(
             ("Stalled", True, error.reason, message),
         ),
     )
-    post_event("Warning", error.reason, message)
+    post_event("Warning", error.reason, run.with_steps(message))
     metrics.RESETS.labels(result="Failed", reason=error.reason).inc()
     metrics.RESET_DURATION.observe(time.monotonic() - started)
     return Outcome(message=message)
