@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -37,9 +38,10 @@ def latency(results: dict[str, Any], path: Path) -> None:
         _cdf(axis, engine, f"bare engine (n={len(engine)})")
         _cdf(axis, operator, f"operator: create → Ready (n={len(operator)})")
         axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_xlabel("milliseconds per one-stage reset (log)")
         axis.set_ylabel("fraction of resets")
-        axis.set_title(f"One-stage reset against the {server}")
+        axis.set_title(f"One-stage reset: {server}")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(loc="lower right")
     figure.suptitle(_caption(results), fontsize=8)
@@ -48,11 +50,18 @@ def latency(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def completion(results: dict[str, Any], path: Path) -> None:
-    ready = results["raw"]["scale_ready_s"]
+def completion(results: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
+    """Resources Ready over time; with ``before``, that run's curve too."""
     config = results["config"]
     figure, axis = plt.subplots(figsize=(6, 4))
-    axis.step(ready, range(1, len(ready) + 1), where="post")
+    runs = [("before", before), ("after", results)] if before else [("", results)]
+    for label, run in runs:
+        assert run is not None
+        ready = run["raw"]["scale_ready_s"]
+        name = f"{label}: {ready[-1]:.0f} s" if label else None
+        axis.step(ready, range(1, len(ready) + 1), where="post", label=name)
+    if before:
+        axis.legend(loc="lower right")
     axis.set_xlabel("seconds since the first create")
     axis.set_ylabel("resources Ready")
     axis.set_title(
@@ -79,11 +88,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("directory", type=Path)
+    parser.add_argument("--before", type=Path, help="another run's results, drawn beside")
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
+    before = json.loads(args.before.read_text()) if args.before else None
     args.directory.mkdir(parents=True, exist_ok=True)
     latency(results, args.directory / "latency.png")
-    completion(results, args.directory / "completion.png")
+    completion(results, args.directory / "completion.png", before)
     print(f"wrote {args.directory / 'latency.png'} and {args.directory / 'completion.png'}")
 
 
