@@ -307,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator (kopf)")
     from idmsync.controller.settings import add_run_arguments
 
-    add_run_arguments(run, os.environ)
+    add_run_arguments(run)
     return parser
 
 
@@ -507,11 +507,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = _parser().parse_args(argv)
     environment = os.environ if env is None else env
     if args.command == "run":
-        from idmsync.controller.app import run_operator
-        from idmsync.controller.settings import OperatorSettings
-
-        run_operator(OperatorSettings.from_args(args))
-        return 0
+        return _operate(args, environment)
     credentials: Credentials | None = None
     handler = logging.StreamHandler(sys.stderr)
     others = tuple(p for p in (environment.get(LDAP_PASSWORD_VARIABLE),) if p)
@@ -535,6 +531,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     return code
+
+
+def _operate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``idmsync run``: the settings from the flags given, else ``IDMSYNC_*``, else defaults."""
+    from idmsync.controller.app import run_operator
+    from idmsync.controller.settings import OperatorSettings, SettingsError
+
+    try:
+        settings = OperatorSettings.load(env, args)
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    run_operator(settings)
+    return 0
 
 
 def _fail(message: str, code: int) -> NoReturn:

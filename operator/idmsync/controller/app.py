@@ -15,8 +15,8 @@ import signal
 
 import kopf
 
+import idmsync.controller.handlers  # noqa: F401 - registers the handlers with kopf
 from idmsync.controller.context import OperatorContext
-from idmsync.controller.handlers import configure_operator
 from idmsync.controller.settings import OperatorSettings
 
 __all__ = ["run_operator"]
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 
 def run_operator(settings: OperatorSettings) -> None:
-    configure_operator(settings)
     kopf.configure(
         verbose=settings.verbose,
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
@@ -34,13 +33,14 @@ def run_operator(settings: OperatorSettings) -> None:
 
 
 async def _operate(settings: OperatorSettings) -> None:
-    memo = kopf.Memo()
+    # the handlers read our settings from the memo (handlers.startup); kopf's own settings,
+    # peering included, are set there from them
+    memo = kopf.Memo(settings=settings)
     ready, stop = asyncio.Event(), asyncio.Event()
     operator = asyncio.create_task(
         kopf.operator(
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
-            standalone=settings.peering == "" or None,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
             if settings.health_port
             else None,

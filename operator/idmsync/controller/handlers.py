@@ -22,23 +22,29 @@ from idmsync.controller.reconcile import check_drift_now, reconcile
 from idmsync.controller.settings import OperatorSettings
 from idmsync.errors import KubernetesUnavailable
 
-__all__ = ["configure_operator"]
+__all__ = ["configure_kopf"]
 
 log = logging.getLogger(__name__)
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-_settings: OperatorSettings | None = None
-
-
-def configure_operator(settings: OperatorSettings) -> None:
-    """Called once by ``idmsync run`` before kopf starts."""
-    global _settings
-    _settings = settings
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    ours = _settings or OperatorSettings()
+    """``memo.settings`` is ours, put there by ``idmsync run`` (controller/app.py)."""
+    ours: OperatorSettings = memo.settings
+    configure_kopf(settings, ours)
+    if ours.metrics_port:
+        start_http_server(ours.metrics_port)
+    kube = Kube.from_environment()
+    if ours.peering:
+        await kube.ensure_cluster_peering(ours.peering)
+    memo.operator = OperatorContext(settings=ours, kube=RetryingKube(kube))
+    log.info("idmsync operator started (namespaces: %s)", ",".join(ours.namespaces) or "all")
+
+
+def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """kopf's settings from ours; the one place peering (or standalone) is decided."""
     # kopf's own bookkeeping goes in annotations under its own prefix: our status schema is
     # strict (it would prune status.kopf), and idmsync.dev/ annotations belong to users
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -53,7 +59,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = ours.watch_timeout + 30
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # our Events are posted explicitly
-    if ours.peering == "":
+    if ours.standalone:
         settings.peering.standalone = True
     elif ours.peering:
         settings.peering.name = ours.peering
@@ -62,18 +68,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.lifetime = ours.peering_lifetime
         # distinct priorities: the highest replica works, the others pause
         settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311
-    settings.execution.max_workers = 4
+    # else: kopf's default, the peering "default" if it exists, else standalone
     if ours.max_concurrent_resets:
         settings.queueing.worker_limit = ours.max_concurrent_resets
     # a worker holds its slot until idle this long; our own writes' echoes come within it
     settings.queueing.idle_timeout = 1.0
-    if ours.metrics_port:
-        start_http_server(ours.metrics_port)
-    kube = Kube.from_environment()
-    if ours.peering:
-        await kube.ensure_cluster_peering(ours.peering)
-    memo.operator = OperatorContext(settings=ours, kube=RetryingKube(kube))
-    log.info("idmsync operator started (namespaces: %s)", ",".join(ours.namespaces) or "all")
 
 
 @kopf.on.cleanup()
@@ -88,10 +87,15 @@ def ready(memo: kopf.Memo, **_: Any) -> bool:
     return getattr(memo, "operator", None) is not None
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE)
-async def run_reset(
+#: kopf's id of the handler below: its progress annotation (kopf.idmsync.dev/run_reset) is on
+#: live objects and in users' GitOps ignore rules (docs/gitops.md), so it stays as it was
+RESET_HANDLER_ID = "run_reset"
+
+
+@kopf.on.resume(*RESOURCE, id=RESET_HANDLER_ID)
+@kopf.on.create(*RESOURCE, id=RESET_HANDLER_ID)
+@kopf.on.update(*RESOURCE, id=RESET_HANDLER_ID)
+async def handle_reset(
     body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     assert namespace is not None, "SyncTokenReset is namespaced"
