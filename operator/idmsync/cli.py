@@ -158,14 +158,6 @@ def credentials_from_env(
     if chosen == "IDM_USERNAME/IDM_PASSWORD":
         return AdminCredentials(env["IDM_USERNAME"], Secret(env["IDM_PASSWORD"]))
 
-    token_policy = TargetPolicy(
-        allowed=(
-            AllowPattern(host="*", scheme="https"),
-            *((AllowPattern(host="*", scheme="http"),) if allow_insecure_http else ()),
-        ),
-        allow_list_name="the servers this command may reach",
-        http_hint="pass --allow-insecure-http",
-    )
     scope = env.get("IDM_SCOPE", DEFAULT_SCOPE)
     flow: ClientCredentialsFlow | ServiceAccountFlow
     if chosen.startswith("IDM_CLIENT_ID"):
@@ -193,8 +185,21 @@ def credentials_from_env(
         flow = ServiceAccountFlow(
             tenant.rstrip("/"), env["IDM_SERVICE_ACCOUNT_ID"], Secret(jwk_text), scope=scope
         )
-    token_policy.check(flow.token_url)
+    target_policy(allow_insecure_http=allow_insecure_http).check(flow.token_url)
     return flow
+
+
+def target_policy(*, allow_insecure_http: bool) -> TargetPolicy:
+    """Where this command may send credentials: any https server; plain http too with
+    ``--allow-insecure-http`` (loopback always; metadata addresses never)."""
+    patterns = [AllowPattern(host="*", scheme="https")]
+    if allow_insecure_http:
+        patterns.append(AllowPattern(host="*", scheme="http"))
+    return TargetPolicy(
+        allowed=tuple(patterns),
+        allow_list_name="the servers this command may reach",
+        http_hint="pass --allow-insecure-http",
+    )
 
 
 def parse_token(text: str) -> Any:
@@ -243,15 +248,18 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--retries",
         type=int,
-        default=5,
+        default=RetryPolicy.attempts,
         help="tries per read on transient errors; a change whose answer was lost is read "
-        "back and tried again only if it did not happen, at most 3 times (5)",
+        "back and tried again only if it did not happen, at most 3 times (%(default)s)",
     )
     server.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for each answer (30)"
     )
     server.add_argument(
-        "--retry-delay", type=float, default=0.5, help="first backoff delay in seconds (0.5)"
+        "--retry-delay",
+        type=float,
+        default=RetryPolicy.base_delay,
+        help="first backoff delay in seconds (%(default)s)",
     )
 
     selection = argparse.ArgumentParser(add_help=False)
@@ -294,11 +302,21 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument(
         "--reconcile", metavar="MAPPING", help="after the reset, reconcile this mapping"
     )
-    reset.add_argument("--reconcile-timeout", type=float, default=3600.0, help="seconds (3600)")
+    reset.add_argument(
+        "--reconcile-timeout",
+        type=float,
+        default=ReconcileOptions.timeout,
+        help="seconds (%(default)g)",
+    )
     reset.add_argument("--set-token", help="write this token instead of deleting the stage")
     reset.add_argument("--no-livesync", action="store_true", help="do not trigger liveSync")
     reset.add_argument("--no-verify", action="store_true", help="do not wait for the stage")
-    reset.add_argument("--verify-timeout", type=float, default=120.0, help="seconds (120)")
+    reset.add_argument(
+        "--verify-timeout",
+        type=float,
+        default=ResetOptions.verify_timeout,
+        help="seconds (%(default)g)",
+    )
     reset.add_argument("--pause-schedules", action="store_true", help="pause IDM's scheduler")
     reset.add_argument("--dry-run", action="store_true", help="read and report, change nothing")
 
@@ -309,17 +327,6 @@ def _parser() -> argparse.ArgumentParser:
 
     add_run_arguments(run)
     return parser
-
-
-def _policy(args: argparse.Namespace) -> TargetPolicy:
-    patterns = [AllowPattern(host="*", scheme="https")]
-    if args.allow_insecure_http:
-        patterns.append(AllowPattern(host="*", scheme="http"))
-    return TargetPolicy(
-        allowed=tuple(patterns),
-        allow_list_name="the servers this command may reach",
-        http_hint="pass --allow-insecure-http",
-    )
 
 
 def _tls(args: argparse.Namespace) -> TlsOptions:
@@ -351,7 +358,9 @@ def _options(args: argparse.Namespace) -> ResetOptions:
     )
 
 
-def _changelog(args: argparse.Namespace, env: Mapping[str, str]) -> LdapChangelog | None:
+def _changelog(
+    args: argparse.Namespace, env: Mapping[str, str], policy: TargetPolicy
+) -> LdapChangelog | None:
     if not getattr(args, "ldap_url", None):
         if args.command == "check":
             raise InvalidSpec("check needs --ldap-url (the directory the stages read from)")
@@ -375,7 +384,7 @@ def _changelog(args: argparse.Namespace, env: Mapping[str, str]) -> LdapChangelo
         ca_pem=ca_pem,
         insecure_skip_verify=args.insecure_skip_verify,
     )
-    directory.check_policy(_policy(args))
+    directory.check_policy(policy)
     return LdapChangelog(directory)
 
 
@@ -414,7 +423,7 @@ async def _run(
             context_path=args.context_path,
             retry=RetryPolicy(attempts=max(1, args.retries), base_delay=args.retry_delay),
         )
-        policy = _policy(args)
+        policy = target_policy(allow_insecure_http=args.allow_insecure_http)
         policy.check(client.server_url)
         await policy.check_resolved(client.server_url)
         if isinstance(credentials, ClientCredentialsFlow | ServiceAccountFlow):
@@ -422,7 +431,7 @@ async def _run(
         if args.command == "stages":
             await _stages(client, args.output, out)
             return 0
-        changelog = _changelog(args, env)
+        changelog = _changelog(args, env, policy)
         stages = await select_stages(client, sources=args.source, ids=args.ids, all_stages=args.all)
         if args.command == "check":
             assert changelog is not None
