@@ -228,7 +228,12 @@ class Spec:
         """The value a variable takes, in words (the docs' "type")."""
         if self.declared.choices:
             return " or ".join(self.declared.choices)
-        return _KINDS[self.type][0]
+        kind, low, high = _KINDS[self.type][0], self.declared.minimum, self.declared.maximum
+        if low is not None and high is not None:
+            return f"{kind}, {low:g} to {high:g}"
+        if low is not None:
+            return f"{kind}, at least {low:g}"
+        return kind
 
     def parse(self, text: str) -> Any:
         """A variable's or flag's text as the setting's value; ``ValueError`` says why not."""
