@@ -55,6 +55,7 @@ from idmsync.errors import (
     BadInput,
     CredentialsRefused,
     IdmSyncError,
+    InternalError,
     InvalidSpec,
     ServerFailure,
     TransportFailure,
@@ -434,7 +435,8 @@ async def _run(
         changelog = _changelog(args, env, policy)
         stages = await select_stages(client, sources=args.source, ids=args.ids, all_stages=args.all)
         if args.command == "check":
-            assert changelog is not None
+            if changelog is None:
+                raise InternalError("check without a directory: argparse requires --ldap-url")
             return await _check(client, changelog, stages, args.output, out)
 
         async def show(event: Event) -> None:

@@ -42,6 +42,7 @@ from idmsync.auth.base import Credentials, Secret
 from idmsync.bounded import AnswerTooLarge, send_bounded
 from idmsync.errors import (
     IdmSyncError,
+    InternalError,
     InvalidSpec,
     ProtocolError,
     ServerError,
@@ -489,7 +490,8 @@ class CredentialsRegistry:
             )
 
         flow = self._get(key, _digest(private_jwk), make)
-        assert isinstance(flow, ServiceAccountFlow)
+        if not isinstance(flow, ServiceAccountFlow):
+            raise InternalError(f"credentials cache: {key[0]} key holds a {type(flow).__name__}")
         return flow
 
     def client_credentials(
@@ -520,7 +522,8 @@ class CredentialsRegistry:
             )
 
         flow = self._get(key, _digest(client_secret), make)
-        assert isinstance(flow, ClientCredentialsFlow)
+        if not isinstance(flow, ClientCredentialsFlow):
+            raise InternalError(f"credentials cache: {key[0]} key holds a {type(flow).__name__}")
         return flow
 
     def _get(self, key: tuple[str, ...], digest: str, make: Callable[[], _TokenFlow]) -> _TokenFlow:

@@ -52,7 +52,8 @@ class OperatorContext:
         if self._draining:
             raise Stopping("the operator is stopping")
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:
+            raise RuntimeError("running() outside a task")
         self._running.add(task)
         try:
             yield

@@ -20,7 +20,7 @@ from idmsync.controller.kube_retry import RetryingKube
 from idmsync.controller.models import GROUP, PLURAL, VERSION
 from idmsync.controller.reconcile import check_drift_now, reconcile
 from idmsync.controller.settings import OperatorSettings
-from idmsync.errors import KubernetesUnavailable
+from idmsync.errors import InternalError, KubernetesUnavailable
 
 __all__ = ["configure_kopf"]
 
@@ -98,7 +98,8 @@ RESET_HANDLER_ID = "run_reset"
 async def handle_reset(
     body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    assert namespace is not None, "SyncTokenReset is namespaced"
+    if namespace is None:
+        raise InternalError(f"SyncTokenReset {name} without a namespace")
     context: OperatorContext = memo.operator
 
     def post(type_: str, reason: str, message: str) -> None:
@@ -135,7 +136,8 @@ def _checks_periodically(spec: kopf.Spec, **_: Any) -> bool:
 async def recheck_drift(
     body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    assert namespace is not None, "SyncTokenReset is namespaced"
+    if namespace is None:
+        raise InternalError(f"SyncTokenReset {name} without a namespace")
 
     def post(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)

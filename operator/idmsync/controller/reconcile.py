@@ -259,7 +259,8 @@ async def check_drift_now(
         target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
         secrets = target.credentials.secret_values()
         directory = await resolve_directory(spec, namespace, ctx.kube, ctx.settings)
-        assert directory is not None
+        if directory is None:
+            raise InternalError("a drift check without check.ldap")
         if directory.password is not None:
             secrets += (directory.password.reveal(),)
         client = IdmClient(

@@ -25,7 +25,7 @@ from idmsync.engine import (
     When,
 )
 from idmsync.engine.naming import normalise_server_url
-from idmsync.errors import InvalidSpec, SecretKeyMissing
+from idmsync.errors import InternalError, InvalidSpec, SecretKeyMissing
 
 __all__ = [
     "ResolvedTarget",
@@ -91,7 +91,8 @@ async def resolve_target(
         server_url = normalise_server_url(target.url)
         summary = server_url
     else:
-        assert target.tenant_secret_ref is not None
+        if target.tenant_secret_ref is None:
+            raise InternalError("target: none of service, url, tenantSecretRef")
         tenant = target.tenant_secret_ref.name
         server_url = normalise_server_url(await secrets.key(tenant, "tenantUrl"))
         summary = f"tenant {server_url}"
@@ -113,7 +114,8 @@ async def resolve_target(
 async def _service_url(
     spec: SyncTokenResetSpec, namespace: str, kube: KubeApi, settings: OperatorSettings
 ) -> tuple[str, str, bool]:
-    assert spec.target.service is not None
+    if spec.target.service is None:
+        raise InternalError("a Service URL for a target without service")
     ref = spec.target.service
     service = await kube.read_service(namespace, ref.name)
     port = service.port(namespace, ref.name, ref.port)
@@ -137,7 +139,8 @@ async def _credentials(
     auth = spec.auth
     if auth is None:
         # the CRD allows this only with a tenant Secret: it holds the service account too
-        assert spec.target.tenant_secret_ref is not None
+        if spec.target.tenant_secret_ref is None:
+            raise InternalError("no auth and no target.tenantSecretRef")
         tenant = spec.target.tenant_secret_ref.name
         token_url = await secrets.optional_key(tenant, "tokenUrl")  # default: the tenant's AM
         if token_url is not None:
@@ -172,7 +175,8 @@ async def _credentials(
             scope=flow.scope,
             auth_method=flow.auth_method,
         )
-    assert auth.service_account is not None
+    if auth.service_account is None:
+        raise InternalError("auth: none of its four kinds set")
     account = auth.service_account
     return registry.service_account(
         server_url,
@@ -219,7 +223,8 @@ async def resolve_directory(
             )
             in_cluster = True
     else:
-        assert ldap.url is not None
+        if ldap.url is None:
+            raise InternalError("check.ldap: neither service nor url")
         url = ldap.url
     bind_dn = password = None
     if ldap.bind_secret_ref is not None:

@@ -21,7 +21,7 @@ from typing import Any
 from idmsync.engine.client import IdmClient
 from idmsync.engine.events import Event, Observer
 from idmsync.engine.model import ReconcileOptions, ReconProgress
-from idmsync.errors import IdmSyncError, ReconFailed, ReconTimeout
+from idmsync.errors import IdmSyncError, InternalError, ReconFailed, ReconTimeout
 
 __all__ = ["parse_recon", "run_recon", "summary"]
 
@@ -100,7 +100,8 @@ async def run_recon(
     deadline = loop.time() + options.timeout
     restarted = False
     while True:
-        assert progress.id is not None
+        if progress.id is None:
+            raise InternalError(f"reconciliation of {options.mapping}: started without an id")
         body = await client.read_recon(progress.id)
         if body is None:
             if restarted:
