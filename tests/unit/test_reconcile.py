@@ -135,6 +135,19 @@ async def test_the_outcome_event_mirrors_every_step_of_the_try(
     ]
 
 
+async def test_a_dry_run_posts_no_stage_changed_event(operator: Operator, stub: IdmStub) -> None:
+    """Nothing changed: the audit Event StageChanged would say otherwise."""
+    operator.kube.add_reset(NAMESPACE, NAME, {**SPEC, "dryRun": True})
+    await operator.drive()
+    assert operator.status["phase"] == "Succeeded"
+    (stage,) = operator.status["stages"]
+    assert (stage["step"], stage["result"]) == ("Done", "WouldDelete")
+    assert operator.reasons() == ["Succeeded"]
+    assert f"StageWouldChange {LDAP_STAGE}" in operator.events[-1][2]
+    assert "StageChanged" not in operator.events[-1][2]
+    assert {r.method for r in stub.requests} == {"GET"}
+
+
 async def test_a_failure_event_says_how_far_the_try_got_within_an_events_length(
     operator: Operator, stub: IdmStub
 ) -> None:

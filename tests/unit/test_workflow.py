@@ -22,6 +22,7 @@ from idmsync.engine import (
     make_http_client,
     run_reset,
     select_stages,
+    workflow,
 )
 from idmsync.errors import (
     Forbidden,
@@ -269,6 +270,22 @@ async def test_dry_run_only_reads(stub: IdmStub, client_for: ClientFactory) -> N
     assert stub.stage(LDAP_STAGE) is not None
 
 
+async def test_a_dry_run_says_what_would_change_and_never_that_it_changed(
+    stub: IdmStub, client_for: ClientFactory
+) -> None:
+    events: list[Event] = []
+
+    async def observe(event: Event) -> None:
+        events.append(event)
+
+    await run_reset(client_for(), [LDAP], ResetOptions(dry_run=True), observer=observe)
+    kinds = [e.kind for e in events]
+    assert "StageChanged" not in kinds
+    (would,) = [e for e in events if e.kind == "StageWouldChange"]
+    assert would.stage is not None
+    assert (would.stage.result, would.stage.previous_token) == (StageResult.WOULD_DELETE, 100)
+
+
 async def test_set_writes_the_token_and_livesync_replays_from_it(
     stub: IdmStub, client_for: ClientFactory
 ) -> None:
@@ -309,6 +326,30 @@ async def test_verify_times_out_when_nothing_recreates_the_stage(
     options = ResetOptions(trigger=False, verify=True, verify_timeout=0.3, verify_interval=0.1)
     with pytest.raises(VerifyTimeout, match="not triggered"):
         await run_reset(client_for(), [LDAP], options)
+
+
+async def test_without_a_trigger_the_stage_goes_from_changed_to_done_never_triggered(
+    stub: IdmStub, client_for: ClientFactory
+) -> None:
+    """Step Triggered means liveSync was asked to run: without a trigger it is never set."""
+    steps: list[Step] = []
+
+    async def observe(event: Event) -> None:
+        if event.stage is not None:
+            steps.append(event.stage.step)
+        if event.kind == "StageChanged":  # a scheduled liveSync recreates the stage
+            stub.put_stage(LDAP_STAGE, 105)
+
+    options = ResetOptions(trigger=False, verify=True, verify_timeout=2.0, verify_interval=0.05)
+    outcome = await run_reset(client_for(), [LDAP], options, observer=observe)
+    (stage,) = outcome.stages
+    assert (stage.step, stage.triggered, stage.new_token) == (Step.DONE, False, 105)
+    assert steps == [Step.RECORDED, Step.CHANGED, Step.DONE]
+    assert stub.requests_to(LDAP_SOURCE, "POST") == []
+    # the trigger step itself, which posts no Event when it is skipped: the stage stays Changed
+    changed = StageProgress(LDAP_STAGE, LDAP_SOURCE, Step.CHANGED, result=StageResult.DELETED)
+    after = await workflow._trigger(client_for(), changed, options, observe)
+    assert (after.step, after.triggered) == (Step.CHANGED, False)
 
 
 async def test_ids_without_a_source_are_reset_but_not_triggered(

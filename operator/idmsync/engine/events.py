@@ -19,6 +19,7 @@ EventKind = Literal[
     "SchedulerResumed",
     "StageRecorded",
     "StageChanged",
+    "StageWouldChange",  # a dry run: what StageChanged would have said; nothing changed
     "LiveSyncTriggered",
     "StageVerified",
     "ReconStarted",

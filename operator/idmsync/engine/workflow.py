@@ -155,7 +155,7 @@ async def _reset_stage(
         state = await _change(client, state, options, observer)
     if state.step is Step.CHANGED:
         state = await _trigger(client, state, options, observer)
-    if state.step is Step.TRIGGERED:
+    if state.step in (Step.CHANGED, Step.TRIGGERED):  # still Changed: nothing was triggered
         state = await _verify(client, state, options, observer)
     return state
 
@@ -176,7 +176,7 @@ async def _dry_run(
             result=would,
         )
         message = f"{state.id}: {would} rev {stage.rev} (token {stage.sync_token!r})"
-    await observer(Event("StageChanged", message, stage=state))
+    await observer(Event("StageWouldChange", message, stage=state))
     return state
 
 
@@ -333,8 +333,7 @@ async def _trigger(
     if not options.trigger or state.source is None:
         why = "liveSync trigger disabled" if not options.trigger else "source not known"
         if options.verify and state.source is not None:
-            state = state.advance(step=Step.TRIGGERED, triggered=False)
-            return state
+            return state  # still Changed: _verify waits for the next scheduled liveSync
         state = state.advance(
             step=Step.DONE,
             triggered=False,
