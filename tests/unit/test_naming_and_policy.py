@@ -13,6 +13,7 @@ from idmsync.engine.naming import (
     validate_stage_id,
 )
 from idmsync.errors import InvalidSpec, ServerUnreachable, TargetNotAllowed
+from idmsync.urls import default_port, parse_url
 
 
 def test_stage_id_of_a_source_is_the_source_without_slashes_upper_cased() -> None:
@@ -65,6 +66,58 @@ def test_urls_with_path_userinfo_query_or_fragment_are_refused(url: str) -> None
 def test_good_urls_are_kept_and_a_trailing_slash_dropped() -> None:
     assert normalise_server_url("https://idm.example.com:8443/") == "https://idm.example.com:8443"
     assert normalise_server_url("http://[::1]:8080") == "http://[::1]:8080"
+
+
+@pytest.mark.parametrize(
+    ("url", "schemes", "path", "expected"),
+    [
+        ("https://IDM.example.com/", ("http", "https"), False, ("https", "idm.example.com", 443)),
+        ("HTTP://idm:8080", ("http", "https"), False, ("http", "idm", 8080)),
+        ("ldaps://[::1]", ("ldap", "ldaps"), False, ("ldaps", "::1", 636)),
+        ("ldap://ds", ("ldap", "ldaps"), False, ("ldap", "ds", 389)),
+        ("https://am.example.com/am/oauth2/access_token/", ("http", "https"), True, None),
+    ],
+)
+def test_one_url_parser_for_servers_directories_and_token_endpoints(
+    url: str, schemes: tuple[str, ...], path: bool, expected: tuple[str, str, int] | None
+) -> None:
+    parsed = parse_url(url, schemes=schemes, path=path)
+    if expected is not None:
+        assert (parsed.scheme, parsed.host, parsed.port) == expected
+    else:
+        assert parsed.path == "/am/oauth2/access_token"
+        assert parsed.text == "https://am.example.com/am/oauth2/access_token"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://am.example.com/t?x=1",
+        "https://am.example.com/t#",
+        "https://am.example.com:0/t",
+        "https://am.example.com:65536/t",
+        "https://am.example.com:x/t",
+        "https://am_example.com/t",
+        "https:///t",
+        "ftp://am.example.com/t",
+    ],
+)
+def test_a_token_endpoint_may_have_a_path_but_nothing_else(url: str) -> None:
+    with pytest.raises(InvalidSpec, match="token URL"):
+        parse_url(url, what="token URL", path=True)
+
+
+def test_a_url_with_user_info_is_refused_without_repeating_the_password() -> None:
+    with pytest.raises(InvalidSpec, match="user-info") as caught:
+        parse_url("https://admin:s3cret@idm.example.com", path=True)
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(InvalidSpec) as caught:
+        normalise_server_url("https://admin:s3cret@idm.example.com")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_default_ports() -> None:
+    assert [default_port(s) for s in ("http", "HTTPS", "ldap", "ldaps")] == [80, 443, 389, 636]
 
 
 @pytest.mark.parametrize("path", ["openidm", "/", "/openidm/", "/a/../b", "/a b"])

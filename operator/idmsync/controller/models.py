@@ -8,19 +8,23 @@ the same field names, types and defaults.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from idmsync.engine import Drift, StageResult, Step
+from idmsync.auth.oauth import DEFAULT_SCOPE
+from idmsync.engine import Drift, StageResult, Step, parse_ldap_url
 from idmsync.engine.naming import (
     CONTEXT_PATH_PATTERN,
     MAPPING_PATTERN,
-    SOURCE_PATTERN,
-    STAGE_ID_PATTERN,
     URL_PATTERN,
     normalise_server_url,
+    validate_source,
+    validate_stage_id,
 )
+from idmsync.errors import InvalidSpec
+from idmsync.urls import parse_url
 
 __all__ = [
     "GROUP",
@@ -45,6 +49,20 @@ RERUN_ANNOTATION = "idmsync.dev/rerun"
 
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 KEY_NAME = r"^[-._a-zA-Z0-9]+$"
+
+
+def _engine_rule(check: Callable[[str], object], value: str) -> None:
+    """Apply one of the engine's own checks: the resource and the CLI follow the same rule.
+
+    pydantic reports a ValueError as a validation error (InvalidSpec would escape it)."""
+    try:
+        check(value)
+    except InvalidSpec as exc:
+        raise ValueError(exc.message) from None
+
+
+def _token_endpoint(url: str) -> object:
+    return parse_url(url, what="clientCredentials.tokenUrl", path=True)
 
 
 class _Model(BaseModel):
@@ -89,7 +107,7 @@ class Target(_Model):
     @model_validator(mode="after")
     def _exactly_one(self) -> Target:
         if self.url is not None:
-            normalise_server_url(self.url)  # the port range, which the pattern cannot say
+            _engine_rule(normalise_server_url, self.url)  # the port range, beyond the pattern
         if sum(x is not None for x in (self.service, self.url, self.tenant_secret_ref)) != 1:
             raise ValueError("target: set exactly one of service, url, tenantSecretRef")
         return self
@@ -113,13 +131,19 @@ class BearerTokenSecretRef(_Model):
 class ClientCredentials(_Model):
     token_url: str = Field(alias="tokenUrl", pattern=r"^https?://\S+$", max_length=1024)
     secret_ref: SecretRef = Field(alias="secretRef")  # keys clientId, clientSecret
-    scope: str = Field(default="fr:idm:*", max_length=1024)
+    scope: str = Field(default=DEFAULT_SCOPE, max_length=1024)
     auth_method: Literal["form", "basic"] = Field(default="form", alias="authMethod")
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str) -> str:
+        _engine_rule(_token_endpoint, value)  # no user-info, query, fragment; a port in range
+        return value
 
 
 class ServiceAccountAuth(_Model):
     secret_ref: SecretRef = Field(alias="secretRef")  # keys serviceAccountId, privateJwk
-    scope: str = Field(default="fr:idm:*", max_length=1024)
+    scope: str = Field(default=DEFAULT_SCOPE, max_length=1024)
 
 
 class Auth(_Model):
@@ -159,15 +183,9 @@ class Stages(_Model):
     @model_validator(mode="after")
     def _patterns(self) -> Stages:
         for source in self.sources:
-            if (
-                len(source) > 258
-                or not re.fullmatch(SOURCE_PATTERN, source)
-                or any(part in (".", "..") for part in source.split("/"))
-            ):
-                raise ValueError(f"stages.sources: {source!r} is not system/<connector>/<type>")
+            _engine_rule(validate_source, source)
         for stage_id in self.ids:
-            if not re.fullmatch(STAGE_ID_PATTERN, stage_id):
-                raise ValueError(f"stages.ids: {stage_id!r} does not match {STAGE_ID_PATTERN}")
+            _engine_rule(validate_stage_id, stage_id)
         if not (self.sources or self.ids or self.all):
             raise ValueError("stages: name at least one of sources, ids, or all: true")
         return self
@@ -229,6 +247,8 @@ class LdapCheck(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> LdapCheck:
+        if self.url is not None:
+            _engine_rule(parse_ldap_url, self.url)  # the port range, beyond the pattern
         if (self.service is None) == (self.url is None):
             raise ValueError("check.ldap: set exactly one of service, url")
         return self

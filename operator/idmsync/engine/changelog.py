@@ -19,17 +19,16 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from idmsync.auth import Secret
 from idmsync.engine.policy import TargetPolicy
 from idmsync.errors import (
     ChangelogUnavailable,
-    InvalidSpec,
     ServerUnreachable,
     Unauthorized,
     clip,
 )
+from idmsync.urls import parse_url
 
 __all__ = [
     "ChangelogRange",
@@ -65,27 +64,8 @@ class ChangelogReader(Protocol):
 
 def parse_ldap_url(url: str) -> tuple[str, str, int]:
     """``ldap(s)://host[:port]`` → (scheme, host, port); nothing else is accepted."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidSpec(f"directory url {url!r} has a bad port") from None
-    scheme = parts.scheme.lower()
-    if (
-        scheme not in ("ldap", "ldaps")
-        or not parts.hostname
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.username is not None
-    ):
-        raise InvalidSpec(
-            f"directory url {url!r} must be ldap://host[:port] or ldaps://host[:port] with no "
-            "path, query, user-info or fragment"
-        )
-    if port is not None and not 0 < port < 65536:
-        raise InvalidSpec(f"directory url {url!r} has a port out of range")
-    return scheme, parts.hostname.lower(), port or (636 if scheme == "ldaps" else 389)
+    parsed = parse_url(url, schemes=("ldap", "ldaps"), what="directory url")
+    return parsed.scheme, parsed.host, parsed.port
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ request is made.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 from idmsync.errors import InvalidSpec
+from idmsync.urls import parse_url
 
 __all__ = [
     "CONTEXT_PATH_PATTERN",
     "MAPPING_PATTERN",
+    "MAX_SOURCE_LENGTH",
     "SOURCE_PATTERN",
     "STAGE_ID_PATTERN",
     "normalise_server_url",
@@ -27,6 +28,8 @@ __all__ = [
 
 STAGE_ID_PATTERN = r"^[A-Za-z0-9_]{1,256}$"
 SOURCE_PATTERN = r"^system/[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+#: system/ + a connector and a type: the longest source whose stage id fits 256 characters
+MAX_SOURCE_LENGTH = 258
 CONTEXT_PATH_PATTERN = r"^(/[A-Za-z0-9_-]+)+$"
 URL_PATTERN = (
     r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
@@ -39,7 +42,6 @@ _stage_id = re.compile(STAGE_ID_PATTERN)
 _mapping = re.compile(MAPPING_PATTERN)
 _source = re.compile(SOURCE_PATTERN)
 _context_path = re.compile(CONTEXT_PATH_PATTERN)
-_url = re.compile(URL_PATTERN)
 
 
 def validate_stage_id(stage_id: str) -> str:
@@ -49,7 +51,12 @@ def validate_stage_id(stage_id: str) -> str:
 
 
 def validate_source(source: str) -> str:
-    if not _source.fullmatch(source) or any(p in (".", "..") for p in source.split("/")):
+    """``system/<connector>/<type>``, no ``.`` or ``..`` segment: it becomes a URL path."""
+    if (
+        len(source) > MAX_SOURCE_LENGTH
+        or not _source.fullmatch(source)
+        or any(p in (".", "..") for p in source.split("/"))
+    ):
         raise InvalidSpec(
             f"source {source!r} does not match {SOURCE_PATTERN} (system/<connector>/<type>)"
         )
@@ -75,15 +82,4 @@ def validate_context_path(context_path: str) -> str:
 
 def normalise_server_url(url: str) -> str:
     """Accept ``http(s)://host[:port]`` only: no path, query, user-info or fragment."""
-    candidate = url.rstrip("/") if url.endswith("/") and url.count("/") == 3 else url
-    if not _url.fullmatch(candidate):
-        raise InvalidSpec(
-            f"url {url!r} must be http(s)://host[:port] with no path, query, user-info or fragment"
-        )
-    try:
-        port = urlsplit(candidate).port
-    except ValueError:
-        port = -1
-    if port is not None and not 0 < port < 65536:
-        raise InvalidSpec(f"url {url!r} has a port out of range")
-    return candidate
+    return parse_url(url, schemes=("http", "https"), what="url").text

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from idmsync.errors import ServerUnreachable, TargetNotAllowed
+from idmsync.urls import default_port
 
 __all__ = ["AllowPattern", "Resolver", "TargetPolicy", "resolve_host"]
 
@@ -149,7 +150,7 @@ class TargetPolicy:
         host = (parts.hostname or "").lower()
         if not host or _is_address(host):
             return  # an address as written was checked by check()
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        port = parts.port or default_port(parts.scheme)
         try:
             async with asyncio.timeout(RESOLVE_TIMEOUT):
                 addresses = await (resolve or resolve_host)(host, port)
@@ -168,7 +169,7 @@ class TargetPolicy:
         parts = urlsplit(server_url)
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = parts.port or default_port(scheme)
         if _is_forbidden_address(host):
             raise TargetNotAllowed(
                 f"{host} is a link-local or cloud-metadata address; idmsync never sends "
