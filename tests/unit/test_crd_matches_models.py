@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import annotated_types
 import pytest
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -92,7 +92,7 @@ def _shape(annotation: Any) -> Shape:
         key, value = get_args(annotation)
         assert key is str, annotation
         return Shape("map", item=_shape(value))
-    if annotation is Any:
+    if annotation is Any or annotation is JsonValue:
         return Shape("any", optional=True)
     if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):
         return Shape("string", enum=tuple(member.value for member in annotation))

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from idmsync.auth.oauth import DEFAULT_SCOPE
 from idmsync.engine import Drift, StageResult, Step, parse_ldap_url
@@ -81,19 +89,25 @@ class SecretKeyRef(_Model):
 PORT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
+def _service_port(port: int | str) -> int | str:
+    """A Service's port: a number 1-65535 or the name of one of its ports."""
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            raise ValueError("service.port must be a number 1-65535 or a port name")
+    elif not (re.fullmatch(PORT_NAME, port) and len(port) <= 15):
+        raise ValueError("service.port must be a number 1-65535 or a port name")
+    return port
+
+
 class ServiceTarget(_Model):
     name: str = Field(pattern=DNS_NAME, max_length=63)
     port: int | str = 8080
     scheme: Literal["http", "https"] = "http"
 
-    @model_validator(mode="after")
-    def _port(self) -> ServiceTarget:
-        if isinstance(self.port, int):
-            if not 1 <= self.port <= 65535:
-                raise ValueError("service.port must be a number 1-65535 or a port name")
-        elif not (re.fullmatch(PORT_NAME, self.port) and len(self.port) <= 15):
-            raise ValueError("service.port must be a number 1-65535 or a port name")
-        return self
+    @field_validator("port")
+    @classmethod
+    def _port(cls, port: int | str) -> int | str:
+        return _service_port(port)
 
 
 class Target(_Model):
@@ -217,14 +231,10 @@ class LdapService(_Model):
     port: int | str = 389
     scheme: Literal["ldap", "ldaps"] = "ldap"
 
-    @model_validator(mode="after")
-    def _port(self) -> LdapService:
-        if isinstance(self.port, int):
-            if not 1 <= self.port <= 65535:
-                raise ValueError("service.port must be a number 1-65535 or a port name")
-        elif not (re.fullmatch(PORT_NAME, self.port) and len(self.port) <= 15):
-            raise ValueError("service.port must be a number 1-65535 or a port name")
-        return self
+    @field_validator("port")
+    @classmethod
+    def _port(cls, port: int | str) -> int | str:
+        return _service_port(port)
 
 
 class BindSecretRef(_Model):
@@ -321,14 +331,14 @@ class ServerStatus(_Status):
 
 class StageLiveSync(_Status):
     triggered: bool = False
-    new_token: Any = Field(default=None, alias="newToken")
+    new_token: JsonValue = Field(default=None, alias="newToken")
 
 
 class StageCheck(_Status):
     """A drift check's numbers for one stage."""
 
     state: Drift
-    token: Any = None
+    token: JsonValue = None
     first_change_number: int | None = Field(default=None, alias="firstChangeNumber")
     last_change_number: int | None = Field(default=None, alias="lastChangeNumber")
     lag: int | None = None
@@ -358,7 +368,7 @@ class StageStatus(_Status):
     source: str | None = None
     step: Step = Step.PENDING
     previous_rev: str | None = Field(default=None, alias="previousRev")
-    previous_token: Any = Field(default=None, alias="previousToken")
+    previous_token: JsonValue = Field(default=None, alias="previousToken")
     result: StageResult | None = None
     live_sync: StageLiveSync = Field(default_factory=StageLiveSync, alias="liveSync")
     message: str | None = None
@@ -403,10 +413,10 @@ class SyncTokenResetStatus(_Status):
 
     @field_validator("conditions", mode="before")
     @classmethod
-    def _drop_unreadable_conditions(cls, value: Any) -> Any:
+    def _drop_unreadable_conditions(cls, value: object) -> list[Condition]:
         if not isinstance(value, list):
             return []
-        kept = []
+        kept: list[Condition] = []
         for item in value:
             try:
                 kept.append(Condition.model_validate(item))

@@ -8,7 +8,8 @@ failed for good); each carries a machine-readable reason.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+
+from pydantic import JsonValue
 
 from idmsync.controller.models import (
     Condition,
@@ -145,6 +146,6 @@ def stage_summary(ids: list[str]) -> str:
     return f"{ids[0]} +{len(ids) - 1}"
 
 
-def status_dict(status: SyncTokenResetStatus) -> dict[str, Any]:
+def status_dict(status: SyncTokenResetStatus) -> dict[str, JsonValue]:
     """The status as the API stores it: camelCase, explicit nulls so a merge patch clears."""
     return status.model_dump(by_alias=True, mode="json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 from idmsync.engine.flavour import Flavour
 
@@ -25,7 +25,9 @@ __all__ = [
     "When",
 ]
 
-JsonValue = Any  # a sync token is whatever JSON the connector stores: int, str, object
+#: a value as JSON carries it; a sync token is whatever JSON the connector stores (a change
+#: number, a timestamp string, an object)
+JsonValue: TypeAlias = "int | float | str | bool | list[JsonValue] | dict[str, JsonValue] | None"
 
 
 class Action(enum.StrEnum):
@@ -130,7 +132,7 @@ class Stage:
     id: str
     rev: str
     sync_token: JsonValue
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)  # the stage as read, for a Set
 
 
 @dataclass(frozen=True)
