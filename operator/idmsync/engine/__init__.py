@@ -1,6 +1,11 @@
 """The reset workflow and the IDM protocol: asyncio + httpx, no kopf, no kubernetes.
 
-Usable from the CLI, the operator and tests alike.
+Usable from the CLI, the operator and tests alike. A reset is: an :class:`IdmClient`
+for one server (:func:`make_http_client`, credentials from :mod:`idmsync.auth`, checked
+by a :class:`TargetPolicy`), :func:`select_stages` to name the stages, then
+:func:`run_reset` with :class:`ResetOptions`, which tells an :data:`Observer` each step
+(an :class:`Event`) and returns a :class:`ResetOutcome`; pass the recorded
+:class:`StageProgress` back in to resume.
 """
 
 from idmsync.engine.changelog import (

@@ -30,6 +30,8 @@ EventKind = Literal[
 
 @dataclass(frozen=True)
 class Event:
+    """One step of a reset, told to the observer before the next starts (to persist it)."""
+
     kind: EventKind
     message: str
     stage: StageProgress | None = None

@@ -9,6 +9,8 @@ __all__ = ["Flavour", "flavour_for_version"]
 
 
 class Flavour(enum.StrEnum):
+    """The request dialect: which headers and queries IDM expects (``Auto`` reads the version)."""
+
     AUTO = "Auto"
     IDM7 = "IDM7"
     LEGACY = "Legacy"

@@ -31,11 +31,15 @@ JsonValue: TypeAlias = "int | float | str | bool | list[JsonValue] | dict[str, J
 
 
 class Action(enum.StrEnum):
+    """What a reset does to a stage: delete it (the KB procedure) or write a token into it."""
+
     DELETE = "Delete"
     SET = "Set"
 
 
 class StageResult(enum.StrEnum):
+    """What happened to one stage, or with a dry run what would have; the audit record."""
+
     DELETED = "Deleted"
     ALREADY_ABSENT = "AlreadyAbsent"
     SET = "Set"
@@ -120,6 +124,8 @@ class Step(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """The server a reset talks to, and the request dialect it speaks."""
+
     url: str  # server + context path, e.g. http://idm:8080/openidm
     flavour: Flavour
     version: str | None = None
@@ -137,12 +143,16 @@ class Stage:
 
 @dataclass(frozen=True)
 class StageRef:
+    """A stage to reset, as :func:`select_stages` names it: by id, and by source if known."""
+
     id: str
     source: str | None = None  # known only when the stage was named by its source
 
 
 @dataclass(frozen=True)
 class ResetOptions:
+    """How :func:`run_reset` goes about it: the spec's choices, and the engine's patience."""
+
     action: Action = Action.DELETE
     token: JsonValue = None  # with Action.SET
     trigger: bool = True

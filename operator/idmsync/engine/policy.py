@@ -121,6 +121,8 @@ def _is_address(host: str) -> bool:
 
 @dataclass(frozen=True)
 class TargetPolicy:
+    """Whether credentials may go to a URL: the allow-list, https, no metadata addresses."""
+
     allowed: tuple[AllowPattern, ...] = ()
     #: loopback servers are always allowed (the CLI against a local IDM, tests)
     allow_loopback: bool = True

@@ -10,6 +10,8 @@ __all__ = ["RetryPolicy"]
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often one request is tried, and how long to wait in between."""
+
     attempts: int = 5  # total tries of one request, the first included
     base_delay: float = 0.5
     max_delay: float = 10.0

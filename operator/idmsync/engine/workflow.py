@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ResetOutcome:
+    """What :func:`run_reset` did: where, to each stage, and the reconciliation after."""
+
     server: ServerInfo
     stages: tuple[StageProgress, ...]
     reconciliation: ReconProgress | None = None
