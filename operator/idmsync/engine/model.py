@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict, Unpack
 
 from idmsync.engine.flavour import Flavour
 
@@ -175,6 +175,20 @@ class ResetOptions:
     change_attempts: int = 3
 
 
+class _Changes(TypedDict, total=False):
+    """What :meth:`StageProgress.advance` may change (the id and source stay)."""
+
+    step: Step
+    previous_rev: str | None
+    previous_token: JsonValue
+    result: StageResult | None
+    triggered: bool
+    new_token: JsonValue
+    message: str | None
+    changed_rev: str | None
+    check: DriftCheck | None
+
+
 @dataclass(frozen=True)
 class StageProgress:
     """What happened to one stage so far: the audit record, and what resume reads."""
@@ -193,7 +207,7 @@ class StageProgress:
     #: the drift check that decided whether this stage is reset
     check: DriftCheck | None = None
 
-    def advance(self, *, note: str | None = None, **changes: Any) -> StageProgress:
+    def advance(self, *, note: str | None = None, **changes: Unpack[_Changes]) -> StageProgress:
         """The next state; ``note`` is added to ``message``, which keeps every step's notes."""
         if note is not None:
             changes["message"] = f"{self.message}; {note}" if self.message else note
