@@ -197,7 +197,7 @@ INVALID: list[tuple[str, dict[str, Any], str, bool]] = [
         "url-port-out-of-range",
         _with(target={"url": "https://idm.example.com:99999"}),
         "the port in url must be 1-65535",
-        False,  # the model's regex allows 5 digits; only normalise_server_url checks range
+        True,  # the model's regex allows 5 digits; the engine's URL check (applied) does not
     ),
     (
         "bad-context-path",
@@ -223,11 +223,11 @@ INVALID: list[tuple[str, dict[str, Any], str, bool]] = [
         "spec.liveSync.timeoutSeconds in body should be less than or equal to 3600",
         True,
     ),
-    ("port-70000", _service(port=70000), PORT_MSG, False),
-    ("port-zero", _service(port=0), PORT_MSG, False),
-    ("port-name-upper-case", _service(port="HTTP"), PORT_MSG, False),
-    ("port-name-too-long", _service(port="a-very-long-port-name"), PORT_MSG, False),
-    ("port-name-digits-only", _service(port="8080"), PORT_MSG, False),
+    ("port-70000", _service(port=70000), PORT_MSG, True),
+    ("port-zero", _service(port=0), PORT_MSG, True),
+    ("port-name-upper-case", _service(port="HTTP"), PORT_MSG, True),
+    ("port-name-too-long", _service(port="a-very-long-port-name"), PORT_MSG, True),
+    ("port-name-digits-only", _service(port="8080"), PORT_MSG, True),
     (
         "scheme-ftp",
         _service(scheme="ftp"),

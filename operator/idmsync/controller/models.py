@@ -86,7 +86,9 @@ class SecretKeyRef(_Model):
     key: str = Field(pattern=KEY_NAME, max_length=253)
 
 
-PORT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: an IANA service name, as the CRD's rule says: at most 15 lowercase letters, digits and
+#: single inner hyphens, with at least one letter
+PORT_NAME = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
 
 def _service_port(port: int | str) -> int | str:
@@ -94,7 +96,7 @@ def _service_port(port: int | str) -> int | str:
     if isinstance(port, int):
         if not 1 <= port <= 65535:
             raise ValueError("service.port must be a number 1-65535 or a port name")
-    elif not (re.fullmatch(PORT_NAME, port) and len(port) <= 15):
+    elif not (re.fullmatch(PORT_NAME, port) and re.search("[a-z]", port) and len(port) <= 15):
         raise ValueError("service.port must be a number 1-65535 or a port name")
     return port
 
