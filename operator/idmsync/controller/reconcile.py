@@ -129,7 +129,12 @@ async def reconcile(
     name: str,
     post_event: EventPoster,
 ) -> Outcome:
-    """Take the resource one step on: run (or resume) its reset, or leave it alone."""
+    """Take the resource one step on: run (or resume) its reset, or leave it alone.
+
+    The resource and its status are read fresh; its status and ``idmsync.dev/rerun`` decide
+    whether a run is due. The engine runs with its progress written to status where a
+    restart needs it, and the run ends Succeeded, with a retry due, or Failed.
+    """
     body = await ctx.kube.read_reset(namespace, name)
     if body is None:
         return Outcome(message="gone")
@@ -358,7 +363,6 @@ async def _run_engine(
     # StageRecorded precedes every destructive call; StageChanged precedes the liveSync
     # trigger (a restart resumes there); the scheduler's pause is IDM-wide and a started
     # reconciliation must not be started again: said at once
-    durable = _DURABLE | (set() if spec.dry_run else {"StageChanged"})
     known = {ref.id for ref in refs}
     stages = {s.id: s for s in run.status.stages if s.id in known}
 
@@ -398,7 +402,7 @@ async def _run_engine(
                     ("Ready", False, "Reconciliation", "catching up: " + event.message),
                 )
             run.note(**update)
-        if event.kind in durable:
+        if event.kind in _DURABLE:
             await run.save()
         if event.kind in _POSTED:
             post_event("Normal", event.kind, _event_message(event))
@@ -417,9 +421,16 @@ async def _run_engine(
 #: an Event's message is cut at 1,024 characters (kopf): the steps get what is left
 _EVENT_STEPS_ROOM = 1000
 
-#: engine steps written to status at once (StageChanged too, unless a dry run)
+#: engine steps written to status at once (a dry run changes nothing: it says StageWouldChange)
 _DURABLE = frozenset(
-    {"StageRecorded", "SchedulerPaused", "ReconStarted", "ReconProgress", "ReconFinished"}
+    {
+        "StageRecorded",
+        "StageChanged",
+        "SchedulerPaused",
+        "ReconStarted",
+        "ReconProgress",
+        "ReconFinished",
+    }
 )
 #: engine steps posted as Events (the others are in the operator's log and the status)
 _POSTED = frozenset(
