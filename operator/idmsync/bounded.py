@@ -9,10 +9,11 @@ map the two refusals onto their own errors.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 
-__all__ = ["AnswerTooLarge", "send_bounded"]
+__all__ = ["AnswerTooLarge", "leave_unread", "send_bounded"]
 
 
 class AnswerTooLarge(Exception):
@@ -31,15 +32,20 @@ async def send_bounded(
     max_bytes: int,
     deadline: float,
     read_body: bool = True,
+    auth: httpx.Auth | None = None,
 ) -> httpx.Response:
     """Send ``request`` (never following a redirect) and read its whole answer.
 
     Raises :class:`TimeoutError` when the answer is not complete within ``deadline``
     seconds and :class:`AnswerTooLarge` past ``max_bytes``; httpx's own errors pass
     through. ``read_body=False`` leaves a 2xx body unread (its status is the answer).
+    ``auth`` runs within the deadline too (an OAuth flow may fetch a token first); the
+    answers it sees on the way (a 401 it retries) are left unread, see :func:`leave_unread`.
     """
     async with asyncio.timeout(deadline):
-        response = await http.send(request, stream=True, follow_redirects=False)
+        response = await http.send(
+            request, stream=True, follow_redirects=False, auth=auth or httpx.USE_CLIENT_DEFAULT
+        )
         try:
             if not read_body and response.is_success:
                 content = b""
@@ -64,3 +70,27 @@ async def _read(response: httpx.Response, max_bytes: int) -> bytes:
             raise AnswerTooLarge(response.status_code, max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _Unread(httpx.AsyncByteStream):
+    """A body that reads as empty; closing it closes (and so drops) the real one."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        return
+        yield  # pragma: no cover - an async generator that yields nothing
+
+    async def aclose(self) -> None:
+        if isinstance(self._stream, httpx.AsyncByteStream):
+            await self._stream.aclose()
+
+
+def leave_unread(response: httpx.Response) -> None:
+    """Do not read ``response``'s body: an auth flow's answer that is retried (a 401).
+
+    httpx reads such an answer whole before the retry; this makes that read empty, so
+    a huge or endless body costs neither memory nor time (its connection is dropped).
+    """
+    response.stream = _Unread(response.stream)

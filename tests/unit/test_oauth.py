@@ -27,6 +27,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from idmsync.auth import (
+    AdminCredentials,
+    BearerToken,
     ClientCredentialsFlow,
     Credentials,
     CredentialsRegistry,
@@ -288,12 +290,12 @@ async def test_a_token_is_renewed_a_margin_before_its_expiry_not_after(
         flow = ClientCredentialsFlow(
             endpoint.token_url(), CLIENT_ID, Secret(CLIENT_SECRET), clock=clock
         )
-        first = await flow.headers(http)
+        first = await flow.access_token(http)
         clock.offset += 89  # inside the lifetime minus a 10 % margin
-        assert await flow.headers(http) == first
+        assert await flow.access_token(http) == first
         assert endpoint.token_requests == 1
         clock.offset += 2  # 91 s: within 10 s of expiry
-        assert await flow.headers(http) != first
+        assert await flow.access_token(http) != first
         assert endpoint.token_requests == 2
 
 
@@ -345,7 +347,7 @@ async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_shared_reque
 ) -> None:
     flow = client_credentials(endpoint)
     endpoint.delay = 0.2
-    first = asyncio.create_task(flow.headers(http))
+    first = asyncio.create_task(flow.access_token(http))
     await asyncio.sleep(0.05)
     second = asyncio.create_task(idm(stub, flow, http).read_stage(LDAP_STAGE))
     await asyncio.sleep(0.01)
@@ -409,6 +411,103 @@ def test_the_registry_shares_identical_inputs_and_renews_on_rotation() -> None:
     assert registry.service_account(tenant, "other-account", Secret(jwk_text())) is not sa
 
 
+# --- the auth flow on the wire (a fake server behind httpx's MockTransport) -----------
+
+
+class FakeTenant:
+    """IDM and its token endpoint on one host, answering through httpx.MockTransport."""
+
+    def __init__(self, *, refuse_first: int = 0, refusal_body: str = "short") -> None:
+        self.refuse_first = refuse_first
+        self.refusal_body = refusal_body
+        self.requests: list[httpx.Request] = []
+        self.sent: list[tuple[str, str | None]] = []  # (path, Authorization) as received
+        self.tokens = 0
+        self.refusal_chunks_sent = 0
+        self.idm_location: str | None = None
+
+    async def endless(self) -> AsyncIterator[bytes]:
+        while True:
+            self.refusal_chunks_sent += 1
+            yield b"x" * 65536
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.sent.append((request.url.path, request.headers.get("Authorization")))
+        if request.url.path == "/am/oauth2/access_token":
+            self.tokens += 1
+            return httpx.Response(200, json={"access_token": f"t{self.tokens}", "expires_in": 600})
+        if self.idm_location is not None:
+            return httpx.Response(307, headers={"Location": self.idm_location})
+        if self.refuse_first > 0:
+            self.refuse_first -= 1
+            if self.refusal_body == "endless":
+                return httpx.Response(401, content=self.endless())
+            return httpx.Response(401, json={"reason": "Unauthorized"})
+        return httpx.Response(
+            200, json={"_id": LDAP_STAGE, "_rev": "1", "connectorData": {"syncToken": 100}}
+        )
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+
+async def test_the_body_of_a_refused_request_is_not_read_before_the_retry() -> None:
+    tenant = FakeTenant(refuse_first=1, refusal_body="endless")
+    flow = ClientCredentialsFlow(
+        "https://idm.example.com/am/oauth2/access_token", CLIENT_ID, Secret(CLIENT_SECRET)
+    )
+    async with tenant.client() as http:
+        client = IdmClient("https://idm.example.com", flow, http, flavour=Flavour.IDM7)
+        stage = await asyncio.wait_for(client.read_stage(LDAP_STAGE), timeout=5)
+    assert stage is not None
+    assert stage.sync_token == 100
+    assert tenant.tokens == 2, "the refused token, then one new one"
+    assert tenant.refusal_chunks_sent <= 1, "the endless 401 body was left unread"
+    stage_reads = [auth for path, auth in tenant.sent if path.endswith(LDAP_STAGE)]
+    assert stage_reads == ["Bearer t1", "Bearer t2"]
+
+
+async def test_a_redirect_with_a_token_is_not_followed_and_the_token_goes_nowhere_else() -> None:
+    tenant = FakeTenant()
+    tenant.idm_location = "https://elsewhere.example.net/openidm/steal"
+    flow = ClientCredentialsFlow(
+        "https://idm.example.com/am/oauth2/access_token", CLIENT_ID, Secret(CLIENT_SECRET)
+    )
+    async with tenant.client() as http:
+        client = IdmClient("https://idm.example.com", flow, http, flavour=Flavour.IDM7)
+        with pytest.raises(ProtocolError, match="never follows redirects"):
+            await client.read_stage(LDAP_STAGE)
+    assert {r.url.host for r in tenant.requests} == {"idm.example.com"}
+    assert tenant.tokens == 1
+
+
+async def test_static_credentials_are_plain_httpx_auth() -> None:
+    tenant = FakeTenant()
+    async with tenant.client() as http:
+        for credentials, header, value in [
+            (BearerToken(Secret("static-never-print-me")), "Authorization", "Bearer static-"),
+            (AdminCredentials("admin", Secret("pw")), "X-OpenIDM-Password", "pw"),
+        ]:
+            auth = credentials.auth(http)
+            assert auth is credentials
+            await http.get("https://idm.example.com/openidm/info/ping", auth=auth)
+            assert tenant.requests[-1].headers[header].startswith(value)
+            assert "Cookie" not in tenant.requests[-1].headers
+
+
+def test_a_token_flow_needs_an_async_client() -> None:
+    flow = ClientCredentialsFlow(
+        "https://idm.example.com/am/oauth2/access_token", CLIENT_ID, Secret(CLIENT_SECRET)
+    )
+    auth = flow.auth(httpx.AsyncClient())
+    with (
+        httpx.Client(transport=httpx.MockTransport(FakeTenant().handle)) as http,
+        pytest.raises(RuntimeError, match="AsyncClient"),
+    ):
+        http.get("https://idm.example.com/openidm/info/ping", auth=auth)
+
+
 # --- refusals and failures -----------------------------------------------------------
 
 
@@ -467,7 +566,7 @@ async def test_a_replayed_assertion_is_refused(
     endpoint: TokenEndpoint, http: httpx.AsyncClient
 ) -> None:
     flow = service_account(endpoint)
-    await flow.headers(http)
+    await flow.access_token(http)
     assertion = endpoint.requests[0].form["assertion"]
     replay = await http.post(
         endpoint.token_url(),
@@ -511,7 +610,7 @@ async def test_a_scope_the_client_may_not_have_is_refused(
         endpoint.token_url(), CLIENT_ID, Secret(CLIENT_SECRET), scope="fr:am:*"
     )
     with pytest.raises(Unauthorized) as caught:
-        await flow.headers(http)
+        await flow.access_token(http)
     assert_refused(caught.value, endpoint, "invalid_scope: scope not allowed: fr:am:*")
 
 
@@ -526,7 +625,7 @@ async def test_a_token_endpoint_5xx_is_retried_by_the_engine(
     endpoint.fail_next(99, 502)
     flow = client_credentials(endpoint)
     with pytest.raises(ServerError) as caught:
-        await flow.headers(http)
+        await flow.access_token(http)
     assert caught.value.requeue
     assert leaked(str(caught.value), endpoint) == []
 
@@ -536,7 +635,7 @@ async def test_a_redirect_from_the_token_endpoint_is_not_followed(
 ) -> None:
     endpoint.fail_next(1, 307, {"error": "moved"})
     with pytest.raises(ProtocolError, match="never follows redirects"):
-        await client_credentials(endpoint).headers(http)
+        await client_credentials(endpoint).access_token(http)
     assert endpoint.token_requests == 1
 
 
@@ -546,7 +645,7 @@ async def test_an_unreachable_token_endpoint_is_server_unreachable(
     flow = service_account(endpoint)
     endpoint.stop()
     with pytest.raises(ServerUnreachable) as caught:
-        await flow.headers(http)
+        await flow.access_token(http)
     assert caught.value.requeue
     assert leaked(str(caught.value), endpoint, flow._assertion or "") == []
 
@@ -580,7 +679,7 @@ def test_secret_values_cover_the_key_the_secret_the_token_and_the_assertion(
 
     async def one() -> None:
         async with make_http_client() as http:
-            await flow.headers(http)
+            await flow.access_token(http)
 
     asyncio.run(one())
     values = flow.secret_values()

@@ -1,15 +1,16 @@
 """The one interface every credential strategy implements.
 
-A strategy turns "who we are" into request headers. It may need the network to
-do so (OAuth flows get a token first), so ``headers`` is async and receives the
-shared HTTP client. ``refresh`` is called once after a 401 with a cached token;
-it says whether a retry could succeed. ``secret_values`` lists what must never
-appear in output: logs, status, Events and exception text are scrubbed of it.
+A strategy authenticates requests as an :class:`httpx.Auth`: :meth:`Credentials.auth`
+gives the auth to send with each request of one HTTP client (OAuth flows fetch
+their token through that client, and fetch a new one once after IDM answers 401).
+``secret_values`` lists what must never appear in output: logs, status, Events
+and exception text are scrubbed of it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Generator
 from typing import Final
 
 import httpx
@@ -33,12 +34,6 @@ class Secret:
 
     __str__ = __repr__
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
 
 class Credentials(ABC):
     """How requests to one IDM server authenticate."""
@@ -47,19 +42,29 @@ class Credentials(ABC):
     kind: str = "credentials"
 
     @abstractmethod
-    async def headers(self, client: httpx.AsyncClient) -> dict[str, str]:
-        """Headers that authenticate one request."""
-
-    async def refresh(self, client: httpx.AsyncClient) -> bool:
-        """Forget cached material after a 401; True if a retry could now succeed."""
-        return False
+    def auth(self, http: httpx.AsyncClient) -> httpx.Auth:
+        """The auth for the requests of ``http`` (which also carries any token request)."""
 
     @abstractmethod
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value this strategy holds, for redaction."""
 
 
-class AdminCredentials(Credentials):
+class _HeaderAuth(Credentials, httpx.Auth):
+    """Fixed headers on every request: nothing to fetch, nothing to refresh."""
+
+    def auth(self, http: httpx.AsyncClient) -> httpx.Auth:
+        return self
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(self._headers())
+        yield request
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class AdminCredentials(_HeaderAuth):
     """IDM's own header authentication: ``X-OpenIDM-Username`` / ``X-OpenIDM-Password``."""
 
     kind = "admin headers"
@@ -68,7 +73,7 @@ class AdminCredentials(Credentials):
         self.username = username
         self.password = password
 
-    async def headers(self, client: httpx.AsyncClient) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         return {
             "X-OpenIDM-Username": self.username,
             "X-OpenIDM-Password": self.password.reveal(),
@@ -80,7 +85,7 @@ class AdminCredentials(Credentials):
         return (self.password.reveal(),)
 
 
-class BearerToken(Credentials):
+class BearerToken(_HeaderAuth):
     """A static access token (Identity Cloud, IDM behind AM)."""
 
     kind = "bearer token"
@@ -88,7 +93,7 @@ class BearerToken(Credentials):
     def __init__(self, token: Secret) -> None:
         self.token = token
 
-    async def headers(self, client: httpx.AsyncClient) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token.reveal()}"}
 
     def secret_values(self) -> tuple[str, ...]:

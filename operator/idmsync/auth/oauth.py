@@ -1,10 +1,11 @@
 """OAuth 2.0 access tokens for IDM: Identity Cloud service accounts and client credentials.
 
 Both flows get an access token from a token endpoint, cache it until shortly
-before it expires and send it as ``Authorization: Bearer``. Concurrent callers
-share one token request in flight. After IDM refuses a token (401) the engine
-calls :meth:`refresh`: the refused token is dropped once, and every caller that
-used it retries with the one new token (no retry storm).
+before it expires and send it as ``Authorization: Bearer``, as an
+:class:`httpx.Auth` flow. Concurrent callers share one token request in flight.
+After IDM refuses a token (401) the flow drops it once and sends the request
+again with a new one; every request that carried the refused token retries
+with the one new token (no retry storm).
 
 - :class:`ServiceAccountFlow`: an RS256 JWT signed with the service account's
   private JWK, exchanged with the ``jwt-bearer`` grant (RFC 7523), as Identity
@@ -13,7 +14,7 @@ used it retries with the one new token (no retry storm).
   4.4), the client secret in the form or as HTTP Basic (ForgeOps
   ``idm-provisioning``).
 - :class:`CredentialsRegistry`: one instance per identical set of inputs, so
-  every reset in a process shares the token cache of its tenant.
+  every reset of an operator shares the token cache of its tenant.
 
 The token endpoint's refusals become :class:`~idmsync.errors.Unauthorized`
 carrying the server's ``error_description``; no message ever contains the
@@ -24,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
 import hashlib
 import json
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -39,7 +39,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from idmsync.auth.base import Credentials, Secret
-from idmsync.bounded import AnswerTooLarge, send_bounded
+from idmsync.bounded import AnswerTooLarge, leave_unread, send_bounded
 from idmsync.errors import (
     IdmSyncError,
     InternalError,
@@ -79,18 +79,14 @@ MAX_TOKEN_ANSWER_BYTES = 256 * 1024
 TOKEN_ANSWER_DEADLINE = 30.0
 _JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
 
-#: the token this task last put into a request: (flow id, token serial). The engine
-#: calls headers(), sends the request and, on a 401, refresh() in the same task, so
-#: refresh() knows exactly which token IDM refused.
-_last_used: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "idmsync_oauth_last_used", default=None
-)
+#: how many flows a registry keeps; past it, the least recently used is forgotten (its
+#: users keep it; the next reset of that account gets a new flow and a new token)
+MAX_REGISTRY_FLOWS = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: which token IDM refused
 class _Token:
     value: str
-    serial: int
     renew_at: float | None  # None: the server gave no lifetime; use it until IDM refuses it
 
 
@@ -143,39 +139,22 @@ class _TokenFlow(Credentials):
         self.scope = scope
         self._clock = clock
         self._token: _Token | None = None
-        self._serial = 0
         self._inflight: asyncio.Task[_Token] | None = None
-        #: how many times this instance asked the token endpoint (observability, tests)
-        self.token_requests = 0
 
     # --- Credentials -------------------------------------------------------------
 
-    async def headers(self, client: httpx.AsyncClient) -> dict[str, str]:
-        token = await self._access_token(client)
-        _last_used.set((id(self), token.serial))
-        return {"Authorization": f"Bearer {token.value}"}
-
-    async def refresh(self, client: httpx.AsyncClient) -> bool:
-        used = _last_used.get()
-        if used is None or used[0] != id(self):
-            return False  # the refused request did not carry one of our tokens
-        serial = used[1]
-        current = self._token
-        if current is not None and current.serial == serial:
-            # IDM refused the token we still hold: drop it, once
-            self._token = None
-            log.info("IDM refused the access token from %s; requesting a new one", self.token_url)
-            return True
-        # the refused token was already replaced (it expired, or a concurrent caller saw the
-        # same 401 and dropped it): retry with the newer one, without another drop. The
-        # engine retries a request once, so a rejected token costs at most one new token.
-        return True
+    def auth(self, http: httpx.AsyncClient) -> httpx.Auth:
+        return _TokenAuth(self, http)
 
     def secret_values(self) -> tuple[str, ...]:
         values = list(self._static_secrets())
         if self._token is not None:
             values.append(self._token.value)
         return tuple(v for v in values if v)
+
+    async def access_token(self, http: httpx.AsyncClient) -> str:
+        """The cached token, or a new one fetched through ``http`` (one request in flight)."""
+        return (await self._access_token(http)).value
 
     # --- for subclasses ----------------------------------------------------------
 
@@ -188,14 +167,22 @@ class _TokenFlow(Credentials):
 
     # --- the token ---------------------------------------------------------------
 
-    async def _access_token(self, client: httpx.AsyncClient) -> _Token:
+    def _refused(self, token: _Token) -> None:
+        """IDM answered 401 to ``token``: drop it, unless a newer one already replaced it
+        (it expired, or a concurrent request saw the same 401): a refused token costs at
+        most one new token, however many requests carried it."""
+        if self._token is token:
+            self._token = None
+            log.info("IDM refused the access token from %s; requesting a new one", self.token_url)
+
+    async def _access_token(self, http: httpx.AsyncClient) -> _Token:
         token = self._token
         if token is not None and (token.renew_at is None or self._clock() < token.renew_at):
             return token
         loop = asyncio.get_running_loop()
         task = self._inflight
         if task is None or task.done() or task.get_loop() is not loop:
-            task = loop.create_task(self._fetch(client))
+            task = loop.create_task(self._fetch(http))
             self._inflight = task
             task.add_done_callback(self._fetch_done)
         # shield: a caller cancelled while waiting does not cancel the others' request
@@ -210,7 +197,6 @@ class _TokenFlow(Credentials):
     async def _fetch(self, client: httpx.AsyncClient) -> _Token:
         started = self._clock()
         form, headers = self._request()
-        self.token_requests += 1
         log.info("requesting an access token from %s (%s)", self.token_url, self.grant)
         request = client.build_request(
             "POST", self.token_url, data=form, headers={"Accept": "application/json", **headers}
@@ -290,13 +276,40 @@ class _TokenFlow(Credentials):
             except (TypeError, ValueError):
                 raise ProtocolError(f"{where}: expires_in {lifetime!r} is not a number") from None
             renew_at = started + seconds - min(MAX_EXPIRY_MARGIN, 0.1 * seconds)
-        self._serial += 1
-        token = _Token(value=value, serial=self._serial, renew_at=renew_at)
+        token = _Token(value=value, renew_at=renew_at)
         self._token = token
         return token
 
     def _clip(self, text: str) -> str:
         return clip(text, self.secret_values())
+
+
+class _TokenAuth(httpx.Auth):
+    """A token flow's httpx auth for one client: the token as ``Authorization: Bearer``;
+    after IDM answers 401, the request again, once, with a new token."""
+
+    def __init__(self, flow: _TokenFlow, http: httpx.AsyncClient) -> None:
+        self._flow = flow
+        self._http = http
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        raise RuntimeError("OAuth flows fetch their token asynchronously: use an AsyncClient")
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self._flow._access_token(self._http)
+        request.headers["Authorization"] = f"Bearer {token.value}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        self._flow._refused(token)
+        token = await self._flow._access_token(self._http)
+        leave_unread(response)  # the refusal's body is not needed: not read at all
+        request.headers["Authorization"] = f"Bearer {token.value}"
+        yield request  # its answer, a second 401 included, is the caller's
 
 
 def _parse_private_jwk(private_jwk: Secret) -> tuple[RSAPrivateKey, str | None, tuple[str, ...]]:
@@ -454,13 +467,17 @@ class CredentialsRegistry:
     Keyed by (kind, token URL, client or account id, scope, client auth method); the
     SHA-256 of the secret material decides whether the cached instance is still the
     right one: a rotated secret replaces it with a new instance (and a new token).
-    Keep one registry per process (the operator) or per command (the CLI).
+    Keep one registry per operator (its context) or per command (the CLI); it is used
+    from one event loop. It holds at most ``max_flows``, the least recently used
+    forgotten first (their users keep them; the next reset makes a new one).
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, max_flows: int = MAX_REGISTRY_FLOWS
+    ) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._flows: dict[tuple[str, ...], tuple[str, _TokenFlow]] = {}
+        self._max_flows = max_flows
+        self._flows: OrderedDict[tuple[str, ...], tuple[str, _TokenFlow]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -527,14 +544,13 @@ class CredentialsRegistry:
         return flow
 
     def _get(self, key: tuple[str, ...], digest: str, make: Callable[[], _TokenFlow]) -> _TokenFlow:
-        with self._lock:
-            found = self._flows.get(key)
-            if found is not None and found[0] == digest:
-                return found[1]
-        flow = make()  # outside the lock: parsing a JWK may fail with InvalidSpec
-        with self._lock:
-            found = self._flows.get(key)
-            if found is not None and found[0] == digest:
-                return found[1]
-            self._flows[key] = (digest, flow)
-            return flow
+        found = self._flows.get(key)
+        if found is not None and found[0] == digest:
+            self._flows.move_to_end(key)
+            return found[1]
+        flow = make()  # may fail with InvalidSpec (a bad JWK): nothing is kept then
+        self._flows[key] = (digest, flow)
+        self._flows.move_to_end(key)
+        while len(self._flows) > self._max_flows:
+            self._flows.popitem(last=False)
+        return flow

@@ -1,7 +1,8 @@
 """The IDM REST client: one server, one flavour, one credential strategy.
 
 Maps HTTP outcomes onto the error hierarchy in :mod:`idmsync.errors`; never
-follows a redirect; refreshes credentials once on a 401. It sends a request
+follows a redirect; authenticates with the credentials' httpx auth (an OAuth flow
+refreshes its token once on a 401). It sends a request
 again (capped backoff) only when that cannot change anything twice: a read, an
 idempotent action (pause/resume the scheduler), or a request that provably
 never left (the connection was not made). A change (DELETE, PUT, liveSync)
@@ -94,6 +95,7 @@ class IdmClient:
         self.base_url = self.server_url + validate_context_path(context_path)
         self.credentials = credentials
         self.http = http
+        self._auth = credentials.auth(http)
         self.requested_flavour = flavour
         self.retry = retry or RetryPolicy()
         self.max_answer_bytes = max_answer_bytes
@@ -301,25 +303,17 @@ class IdmClient:
         request_headers = dict(headers or {})
         if flavour.sends_api_version:
             request_headers["Accept-API-Version"] = "resource=1.0"
-        refreshed = False
         retry_number = 0
         while True:
             try:
-                auth = await self.credentials.headers(self.http)
                 response = await self._send(
                     method,
                     url,
                     params=params,
-                    headers={**request_headers, **auth},
+                    headers=request_headers,
                     json_body=json_body,
                     answer_body=answer_body,
                 )
-                # IDM answers header logins with a session-jwt cookie: keep none of it
-                self.http.cookies.clear()
-                if response.status_code == 401 and not refreshed:
-                    refreshed = True
-                    if await self.credentials.refresh(self.http):
-                        continue
                 return self._decode(method, url, response, answer_body=answer_body)
             except _NOT_SENT as exc:
                 error: IdmSyncError = ServerUnreachable(
@@ -377,6 +371,7 @@ class IdmClient:
                 max_bytes=self.max_answer_bytes,
                 deadline=self.answer_deadline,
                 read_body=answer_body,
+                auth=self._auth,
             )
         except AnswerTooLarge as exc:
             raise ProtocolError(

@@ -6,6 +6,7 @@ import functools
 import logging
 import ssl
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -46,9 +47,10 @@ def make_http_client(
     *,
     timeout: float = 30.0,
     max_connections: int = 10,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """A client that never follows redirects (credentials are never re-sent elsewhere)."""
+    """A client that never follows redirects (credentials are never re-sent elsewhere)
+    and keeps no cookies (IDM answers header logins with a session cookie: every request
+    authenticates on its own)."""
     return httpx.AsyncClient(
         verify=_ssl_context(tls or TlsOptions()),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -58,5 +60,5 @@ def make_http_client(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        transport=transport,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
