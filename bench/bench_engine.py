@@ -26,7 +26,6 @@ from idmsync.engine import (
     IdmClient,
     ResetOptions,
     StageRef,
-    forget_server_versions,
     make_http_client,
     run_reset,
 )
@@ -85,7 +84,6 @@ def main() -> None:
         f"{'p50 ms':>7} {'p95 ms':>7} {'requests':>8}"
     )
     for concurrency in args.concurrency:
-        forget_server_versions()
         with stub_process(args.stages) as url:
             elapsed, latencies = asyncio.run(one_round(url, args.stages, concurrency))
         latencies.sort()

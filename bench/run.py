@@ -62,8 +62,8 @@ from idmsync.engine import (
     Flavour,
     IdmClient,
     ResetOptions,
+    ServerVersions,
     StageRef,
-    forget_server_versions,
     make_http_client,
     run_reset,
 )
@@ -432,10 +432,13 @@ class EngineRunner:
         self.flavour = flavour
         self.credentials = AdminCredentials(user, Secret(password))
         self.http = make_http_client(max_connections=MAX_REQUESTS_PER_SERVER)
+        self.versions = ServerVersions()  # as the operator's context: shared by every reset
 
     async def reset(self, source: str) -> float:
         started = time.monotonic()
-        client = IdmClient(self.url, self.credentials, self.http, flavour=self.flavour)
+        client = IdmClient(
+            self.url, self.credentials, self.http, flavour=self.flavour, versions=self.versions
+        )
         stage = StageRef(source.replace("/", "").upper(), source)
         outcome = await run_reset(client, [stage], ResetOptions())
         await client.version()  # as the operator does, for status.server (cached per server)
@@ -736,7 +739,6 @@ async def openidm(config: Config, api: Api, watcher: Watcher, results: Results) 
             # liveSync makes the stage the first reset records
             answer = await http.post(real.ldap_source, params={"_action": "liveSync"})
             answer.raise_for_status()
-        forget_server_versions()
         engine = EngineRunner(
             real.idm_url,
             flavour=Flavour.AUTO,

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from idmsync.engine import forget_server_versions
 from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE
 from tests.stub.idm_stub import IdmStub
 
@@ -60,7 +59,6 @@ def _stub_server() -> Iterator[ContractServer]:
 
 @pytest.fixture(params=["stub", pytest.param("openidm", marks=pytest.mark.openidm)])
 def idm_server(request: pytest.FixtureRequest) -> Iterator[ContractServer]:
-    forget_server_versions()
     if request.param == "stub":
         yield from _stub_server()
         return

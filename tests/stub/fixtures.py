@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from idmsync.engine import forget_server_versions
 from tests.stub.idm_stub import IdmStub
 
 LDAP_SOURCE = "system/ldap/account"
@@ -20,7 +19,6 @@ ADMIN_PASSWORD = "pw-Zq8v-never-print-me"
 @pytest.fixture
 def stub() -> Iterator[IdmStub]:
     """A running stub with one LDAP-like source: stage at token 100, changelog at 105."""
-    forget_server_versions()
     server = IdmStub(username=ADMIN_USER, password=ADMIN_PASSWORD).start()
     server.add_source(LDAP_SOURCE, latest=105)
     server.put_stage(LDAP_STAGE, 100)
@@ -28,4 +26,3 @@ def stub() -> Iterator[IdmStub]:
         yield server
     finally:
         server.stop()
-        forget_server_versions()

@@ -15,6 +15,7 @@ from idmsync.engine import (
     IdmClient,
     ResetOptions,
     RetryPolicy,
+    ServerVersions,
     StageProgress,
     StageRef,
     StageResult,
@@ -46,13 +47,14 @@ ClientFactory = Callable[..., IdmClient]
 
 @pytest.fixture
 async def client_for(stub: IdmStub) -> AsyncIterator[ClientFactory]:
+    versions = ServerVersions()  # shared, as the operator's context shares it
     async with make_http_client(timeout=2.0) as http:
 
         def make(
             flavour: Flavour = Flavour.IDM7, password: str = ADMIN_PASSWORD, url: str = stub.url
         ) -> IdmClient:
             credentials = AdminCredentials(ADMIN_USER, Secret(password))
-            return IdmClient(url, credentials, http, flavour=flavour, retry=FAST)
+            return IdmClient(url, credentials, http, flavour=flavour, retry=FAST, versions=versions)
 
         yield make
 
@@ -133,6 +135,17 @@ async def test_auto_reads_info_version_once_per_server_and_picks_the_dialect(
         info = await client_for(Flavour.AUTO).server_info()
     assert (info.flavour, info.version) == (Flavour.LEGACY, "6.5.0")
     assert len(stub.requests_to("info/version")) == 1
+
+    # a client on its own (the CLI's run) has its own cache: it reads the version once
+    stub.version = "7.1.0"
+    async with make_http_client(timeout=2.0) as http:
+        credentials = AdminCredentials(ADMIN_USER, Secret(ADMIN_PASSWORD))
+        alone = IdmClient(stub.url, credentials, http, flavour=Flavour.AUTO, retry=FAST)
+        for _ in range(3):
+            info = await alone.server_info()
+        assert await alone.version() == "7.1.0"
+    assert (info.flavour, info.version) == (Flavour.IDM7, "7.1.0")
+    assert len(stub.requests_to("info/version")) == 2
 
 
 async def test_a_stale_rev_is_reread_and_retried(stub: IdmStub, client_for: ClientFactory) -> None:

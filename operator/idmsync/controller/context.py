@@ -1,4 +1,9 @@
-"""What the operator shares between handlers: settings, clients, locks. Made at start-up."""
+"""What the operator shares between handlers: settings, clients, caches, locks. Made at start-up.
+
+Everything here is bounded: stage locks live while held, the version cache and the
+credentials registry forget their least recently used entries, and HTTP clients
+past :data:`MAX_CLIENTS` are closed when no reset uses them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -14,18 +20,34 @@ import httpx
 from idmsync.auth import CredentialsRegistry
 from idmsync.controller.kube import KubeApi
 from idmsync.controller.locks import StageLocks
+from idmsync.controller.resolve import ResolvedTarget
 from idmsync.controller.settings import OperatorSettings
 from idmsync.engine import (
     ChangelogReader,
+    IdmClient,
     LdapChangelog,
     LdapDirectory,
+    RetryPolicy,
+    ServerVersions,
     TlsOptions,
     make_http_client,
 )
 
-__all__ = ["OperatorContext", "Stopping"]
+__all__ = ["MAX_CLIENTS", "OperatorContext", "Stopping"]
 
 log = logging.getLogger(__name__)
+
+#: pooled HTTP clients kept (one per server and TLS setting); past it, the least recently
+#: used that no reset is using is closed
+MAX_CLIENTS = 64
+
+_ClientKey = tuple[str, str, bool]
+
+
+@dataclass
+class _Pooled:
+    client: httpx.AsyncClient
+    users: int = 0
 
 
 class Stopping(Exception):
@@ -41,7 +63,10 @@ class OperatorContext:
     credentials: CredentialsRegistry = field(default_factory=CredentialsRegistry)
     #: how a drift check reads its directory (tests put a fake here)
     changelog_reader: Callable[[LdapDirectory], ChangelogReader] = LdapChangelog
-    _clients: dict[tuple[str, str, bool], httpx.AsyncClient] = field(default_factory=dict)
+    #: what each server's info/version said, shared by every reset's client
+    versions: ServerVersions = field(default_factory=ServerVersions)
+    max_clients: int = MAX_CLIENTS
+    _clients: OrderedDict[_ClientKey, _Pooled] = field(default_factory=OrderedDict)
     #: resets being worked on now, and whether new ones are refused (the operator is stopping)
     _running: set[asyncio.Task[object]] = field(default_factory=set)
     _draining: bool = False
@@ -82,18 +107,54 @@ class OperatorContext:
                 task.cancel()
             await asyncio.wait(pending)
 
-    def http_client(self, server_url: str, tls: TlsOptions) -> httpx.AsyncClient:
-        """One pooled client per (server, TLS): its pool caps concurrent requests per server."""
+    @contextlib.asynccontextmanager
+    async def idm_client(self, target: ResolvedTarget) -> AsyncIterator[IdmClient]:
+        """A client of ``target`` on the pooled HTTP client of its server, sharing the
+        operator's version cache, for the time of the ``async with``."""
+        async with self.http_client(target.server_url, target.tls) as http:
+            yield IdmClient(
+                target.server_url,
+                target.credentials,
+                http,
+                flavour=target.flavour,
+                context_path=target.context_path,
+                retry=RetryPolicy(
+                    attempts=self.settings.http_attempts, base_delay=self.settings.http_backoff
+                ),
+                versions=self.versions,
+            )
+
+    @contextlib.asynccontextmanager
+    async def http_client(
+        self, server_url: str, tls: TlsOptions
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        """One pooled client per (server, TLS), for the time of the ``async with``: its pool
+        caps concurrent requests per server. A client is closed only when none uses it."""
         ca_digest = hashlib.sha256((tls.ca_pem or "").encode()).hexdigest()
         key = (server_url, ca_digest, tls.insecure_skip_verify)
-        if key not in self._clients:
-            self._clients[key] = make_http_client(
-                tls, max_connections=self.settings.max_requests_per_server
+        pooled = self._clients.get(key)
+        if pooled is None:
+            pooled = self._clients[key] = _Pooled(
+                make_http_client(tls, max_connections=self.settings.max_requests_per_server)
             )
-        return self._clients[key]
+        self._clients.move_to_end(key)
+        pooled.users += 1
+        try:
+            yield pooled.client
+        finally:
+            pooled.users -= 1
+            await self._evict()
+
+    async def _evict(self) -> None:
+        """Close the least recently used clients past the bound that nobody uses."""
+        while len(self._clients) > self.max_clients:
+            key = next((k for k, pooled in self._clients.items() if pooled.users == 0), None)
+            if key is None:
+                return  # every client is in use: the bound is met again when they are done
+            await self._clients.pop(key).client.aclose()
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        for pooled in self._clients.values():
+            await pooled.client.aclose()
         self._clients.clear()
         self.kube.close()

@@ -55,7 +55,6 @@ from idmsync.engine import (
     ChangelogReader,
     Event,
     IdmClient,
-    RetryPolicy,
     check_drift,
     run_reset,
     select_stages,
@@ -186,28 +185,22 @@ async def reconcile(
         changelog = ctx.changelog_reader(directory) if directory is not None else None
         if directory is not None and directory.password is not None:
             secrets += (directory.password.reveal(),)
-        client = IdmClient(
-            target.server_url,
-            target.credentials,
-            ctx.http_client(target.server_url, target.tls),
-            flavour=target.flavour,
-            context_path=target.context_path,
-            retry=RetryPolicy(
-                attempts=ctx.settings.http_attempts, base_delay=ctx.settings.http_backoff
-            ),
-        )
-        refs = await select_stages(
-            client, sources=spec.stages.sources, ids=spec.stages.ids, all_stages=spec.stages.all
-        )
-        ids = [ref.id for ref in refs]
-        run.note(target=target.summary, stage_summary=stage_summary(ids))
-        busy = ctx.locks.busy(client.base_url, ids)
-        if busy:
-            # it may wait long: show that it runs
-            await run.save()
-            post_event("Normal", "Waiting", f"another reset holds {', '.join(busy)}; waiting")
-        async with ctx.locks.hold(client.base_url, ids):
-            await _run_engine(run, client, refs, spec, changelog, post_event)
+        async with ctx.idm_client(target) as client:
+            refs = await select_stages(
+                client,
+                sources=spec.stages.sources,
+                ids=spec.stages.ids,
+                all_stages=spec.stages.all,
+            )
+            ids = [ref.id for ref in refs]
+            run.note(target=target.summary, stage_summary=stage_summary(ids))
+            busy = ctx.locks.busy(client.base_url, ids)
+            if busy:
+                # it may wait long: show that it runs
+                await run.save()
+                post_event("Normal", "Waiting", f"another reset holds {', '.join(busy)}; waiting")
+            async with ctx.locks.hold(client.base_url, ids):
+                await _run_engine(run, client, refs, spec, changelog, post_event)
     except IdmSyncError as exc:
         return await _failed(ctx, run, exc, secrets, started, post_event)
     except Exception as exc:
@@ -268,20 +261,14 @@ async def check_drift_now(
             raise InternalError("a drift check without check.ldap")
         if directory.password is not None:
             secrets += (directory.password.reveal(),)
-        client = IdmClient(
-            target.server_url,
-            target.credentials,
-            ctx.http_client(target.server_url, target.tls),
-            flavour=target.flavour,
-            context_path=target.context_path,
-            retry=RetryPolicy(
-                attempts=ctx.settings.http_attempts, base_delay=ctx.settings.http_backoff
-            ),
-        )
-        refs = await select_stages(
-            client, sources=spec.stages.sources, ids=spec.stages.ids, all_stages=spec.stages.all
-        )
-        _, checks = await check_drift(client, ctx.changelog_reader(directory), refs)
+        async with ctx.idm_client(target) as client:
+            refs = await select_stages(
+                client,
+                sources=spec.stages.sources,
+                ids=spec.stages.ids,
+                all_stages=spec.stages.all,
+            )
+            _, checks = await check_drift(client, ctx.changelog_reader(directory), refs)
     except IdmSyncError as exc:
         message = f"drift check failed: {redact(exc.message, secrets)}"
         post_event("Warning", exc.reason, message)

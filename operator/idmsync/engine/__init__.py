@@ -15,7 +15,7 @@ from idmsync.engine.changelog import (
     LdapDirectory,
     parse_ldap_url,
 )
-from idmsync.engine.client import IdmClient, forget_server_versions
+from idmsync.engine.client import IdmClient, ServerVersions
 from idmsync.engine.drift import check_drift, check_stages, classify, describe, worst
 from idmsync.engine.events import Event, EventKind, Observer
 from idmsync.engine.flavour import Flavour, flavour_for_version
@@ -59,6 +59,7 @@ __all__ = [
     "ResetOutcome",
     "RetryPolicy",
     "ServerInfo",
+    "ServerVersions",
     "Stage",
     "StageProgress",
     "StageRef",
@@ -72,7 +73,6 @@ __all__ = [
     "classify",
     "describe",
     "flavour_for_version",
-    "forget_server_versions",
     "make_http_client",
     "parse_ldap_url",
     "run_reset",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ import httpx
 from idmsync.auth import Credentials
 from idmsync.bounded import AnswerTooLarge, send_bounded
 from idmsync.engine.flavour import Flavour, flavour_for_version
+from idmsync.engine.keyed import KeyedLocks
 from idmsync.engine.model import ServerInfo, Stage
 from idmsync.engine.naming import (
     normalise_server_url,
@@ -48,7 +50,7 @@ from idmsync.errors import (
     clip,
 )
 
-__all__ = ["STAGE_COLLECTION", "IdmClient", "forget_server_versions"]
+__all__ = ["MAX_SERVERS", "STAGE_COLLECTION", "IdmClient", "ServerVersions"]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +69,48 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 #: the longest one request may take, answer included: a slow drip cannot hold a reset
 ANSWER_DEADLINE = 120.0
 
-# Auto reads info/version once per server and process; concurrent resets share the answer.
-_versions: dict[str, tuple[Flavour, str | None]] = {}
-_version_locks: dict[str, asyncio.Lock] = {}
+#: how many servers' versions a :class:`ServerVersions` remembers
+MAX_SERVERS = 256
 
 
-def forget_server_versions() -> None:
-    """Drop the per-server version cache (tests; a server upgraded in place)."""
-    _versions.clear()
-    _version_locks.clear()
+class ServerVersions:
+    """What info/version said, per server: Auto reads it once, concurrent resets share it.
+
+    Owned by whoever makes the clients (the operator's context, one CLI run); a client
+    made without one has its own. Remembers at most ``max_servers``, the least recently
+    used forgotten first (read again when next needed); a server's read lock lives only
+    while a client reads or waits.
+    """
+
+    def __init__(self, max_servers: int = MAX_SERVERS) -> None:
+        self._max_servers = max_servers
+        self._known: OrderedDict[str, tuple[Flavour, str | None]] = OrderedDict()
+        self._reading: KeyedLocks[str] = KeyedLocks()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def get(self, url: str) -> tuple[Flavour, str | None] | None:
+        known = self._known.get(url)
+        if known is not None:
+            self._known.move_to_end(url)
+        return known
+
+    async def read_once(
+        self, url: str, read: Callable[[], Awaitable[tuple[Flavour, str | None]]]
+    ) -> tuple[Flavour, str | None]:
+        """The remembered answer, or ``read()`` by one caller at a time until one succeeds."""
+        known = self.get(url)
+        if known is not None:
+            return known
+        async with self._reading.hold(url):
+            known = self.get(url)
+            if known is None:
+                known = await read()
+                self._known[url] = known
+                while len(self._known) > self._max_servers:
+                    self._known.popitem(last=False)
+            return known
 
 
 class IdmClient:
@@ -90,12 +125,14 @@ class IdmClient:
         retry: RetryPolicy | None = None,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         answer_deadline: float = ANSWER_DEADLINE,
+        versions: ServerVersions | None = None,
     ) -> None:
         self.server_url = normalise_server_url(server_url)
         self.base_url = self.server_url + validate_context_path(context_path)
         self.credentials = credentials
         self.http = http
         self._auth = credentials.auth(http)
+        self.versions = versions if versions is not None else ServerVersions()
         self.requested_flavour = flavour
         self.retry = retry or RetryPolicy()
         self.max_answer_bytes = max_answer_bytes
@@ -109,26 +146,23 @@ class IdmClient:
         """The flavour to speak (resolving Auto once per server) and the version if read."""
         if self._flavour is None:
             self._flavour, self._version = await self._detect_flavour()
-        elif self._version is None and self.base_url in _versions:
-            self._version = _versions[self.base_url][1]
+        elif self._version is None and (known := self.versions.get(self.base_url)) is not None:
+            self._version = known[1]
         return ServerInfo(url=self.base_url, flavour=self._flavour, version=self._version)
 
     async def _detect_flavour(self) -> tuple[Flavour, str | None]:
-        lock = _version_locks.setdefault(self.base_url, asyncio.Lock())
-        async with lock:
-            if self.base_url not in _versions:
-                # the dialect is what we are finding out: ask plainly, unless already known
-                body = await self._call(
-                    "GET", "info/version", flavour=self._flavour or Flavour.LEGACY
-                )
-                version = body.get("productVersion") if isinstance(body, dict) else None
-                if not isinstance(version, str):
-                    raise ProtocolError(
-                        f"GET {self.base_url}/info/version: no productVersion in the answer; "
-                        "set api explicitly (IDM7, Legacy or IdentityCloud)"
-                    )
-                _versions[self.base_url] = (flavour_for_version(version), version)
-            return _versions[self.base_url]
+        return await self.versions.read_once(self.base_url, self._read_version)
+
+    async def _read_version(self) -> tuple[Flavour, str | None]:
+        # the dialect is what we are finding out: ask plainly, unless already known
+        body = await self._call("GET", "info/version", flavour=self._flavour or Flavour.LEGACY)
+        version = body.get("productVersion") if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            raise ProtocolError(
+                f"GET {self.base_url}/info/version: no productVersion in the answer; "
+                "set api explicitly (IDM7, Legacy or IdentityCloud)"
+            )
+        return flavour_for_version(version), version
 
     async def version(self) -> str | None:
         """The server's productVersion (read once per server), or None if it will not say."""
