@@ -40,7 +40,7 @@ async def send_bounded(
     seconds and :class:`AnswerTooLarge` past ``max_bytes``; httpx's own errors pass
     through. ``read_body=False`` leaves a 2xx body unread (its status is the answer).
     ``auth`` runs within the deadline too (an OAuth flow may fetch a token first); the
-    answers it sees on the way (a 401 it retries) are left unread, see :func:`leave_unread`.
+    answers it sees on the way (a 401 it retries) are left unread: :func:`leave_unread`.
     """
     async with asyncio.timeout(deadline):
         response = await http.send(
@@ -87,10 +87,11 @@ class _Unread(httpx.AsyncByteStream):
             await self._stream.aclose()
 
 
-def leave_unread(response: httpx.Response) -> None:
-    """Do not read ``response``'s body: an auth flow's answer that is retried (a 401).
-
-    httpx reads such an answer whole before the retry; this makes that read empty, so
-    a huge or endless body costs neither memory nor time (its connection is dropped).
+async def leave_unread(response: httpx.Response) -> None:
+    """Let go of ``response`` without reading its body: an auth flow's answer that it
+    retries (a 401). A huge or endless body costs neither memory nor time, and the
+    connection is given up at once, before the flow may need one for a token request.
+    httpx, which reads such an answer before the retry, finds it read (empty).
     """
     response.stream = _Unread(response.stream)
+    await response.aread()  # reads nothing; closing the real body drops its connection

@@ -342,6 +342,20 @@ async def test_concurrent_401s_on_one_token_share_one_new_token(
     assert endpoint.token_requests == 2, "twenty refusals of one token, one new token"
 
 
+async def test_refusals_that_fill_the_pool_still_get_their_new_token(
+    stub: IdmStub, endpoint: TokenEndpoint
+) -> None:
+    # a refused answer lets its connection go before the token request needs one
+    async with make_http_client(timeout=3.0, max_connections=2) as http:
+        client = idm(stub, client_credentials(endpoint), http)
+        await client.read_stage(LDAP_STAGE)
+        endpoint.expire_all()
+        endpoint.delay = 0.05
+        stages = await asyncio.gather(*(client.read_stage(LDAP_STAGE) for _ in range(6)))
+    assert all(s is not None and s.sync_token == 100 for s in stages)
+    assert endpoint.token_requests == 2
+
+
 async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_shared_request(
     stub: IdmStub, endpoint: TokenEndpoint, http: httpx.AsyncClient
 ) -> None:

@@ -306,8 +306,8 @@ class _TokenAuth(httpx.Auth):
         if response.status_code != 401:
             return
         self._flow._refused(token)
+        await leave_unread(response)  # the refusal's body is not needed: not read at all
         token = await self._flow._access_token(self._http)
-        leave_unread(response)  # the refusal's body is not needed: not read at all
         request.headers["Authorization"] = f"Bearer {token.value}"
         yield request  # its answer, a second 401 included, is the caller's
 
