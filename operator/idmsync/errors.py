@@ -214,6 +214,15 @@ class ProtocolError(ServerRefused):
     reason = "ProtocolError"
 
 
+def redirect_refused(where: str, status: int, location: str | None) -> ProtocolError:
+    """A 3xx answer: credentials are never re-sent on a redirect, so it is an error."""
+    return ProtocolError(
+        f"{where}: redirected ({status}) to {location or '?'}; "
+        "idmsync never follows redirects with credentials — point it at the final URL",
+        status=status,
+    )
+
+
 class ChangelogUnavailable(ServerRefused):
     """The directory of a drift check shows no change numbers (changelog off, or hidden)."""
 

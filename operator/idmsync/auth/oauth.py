@@ -49,7 +49,9 @@ from idmsync.errors import (
     ServerUnreachable,
     Unauthorized,
     clip,
+    redirect_refused,
 )
+from idmsync.urls import default_port, parse_url
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -92,18 +94,7 @@ class _Token:
 
 def _validate_url(url: str, what: str) -> str:
     """http(s)://host[:port][/path] with no user-info, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a port that is not a number
-    except ValueError:
-        raise InvalidSpec(f"{what} {url!r} is not a valid URL") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise InvalidSpec(f"{what} {url!r} must be an http(s)://host URL")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidSpec(f"{what} must not carry user-info (user:password@)")
-    if parts.query or parts.fragment:
-        raise InvalidSpec(f"{what} {url!r} must not have a query or a fragment")
-    return url.rstrip("/")
+    return parse_url(url, what=what, path=True).text
 
 
 def audience_for(token_url: str) -> str:
@@ -117,7 +108,7 @@ def audience_for(token_url: str) -> str:
     host = (parts.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port or (443 if scheme == "https" else 80)
+    port = parts.port or default_port(scheme)
     return f"{scheme}://{host}:{port}{parts.path}"
 
 
@@ -241,11 +232,7 @@ class _TokenFlow(Credentials):
         detail = ": ".join(str(part) for part in (error, description) if part)
         detail = self._clip(detail or response.reason_phrase)
         if 300 <= status < 400:
-            return ProtocolError(
-                f"{where}: redirected ({status}) to {response.headers.get('location', '?')}; "
-                "idmsync never follows redirects with credentials — point it at the final URL",
-                status=status,
-            )
+            return redirect_refused(where, status, response.headers.get("location"))
         if status in (400, 401) or (status == 403 and error):
             return Unauthorized(
                 f"{where} refused the {self.grant} ({status}): {detail}", status=status

@@ -48,6 +48,7 @@ from idmsync.errors import (
     TransportFailure,
     Unauthorized,
     clip,
+    redirect_refused,
 )
 
 __all__ = ["MAX_SERVERS", "STAGE_COLLECTION", "IdmClient", "ServerVersions"]
@@ -114,6 +115,10 @@ class ServerVersions:
 
 
 class IdmClient:
+    """One IDM server's REST API, as a reset needs it: read, delete and set stages, trigger
+    liveSync, follow a reconciliation. Each request goes with that server's credentials and
+    dialect; a redirect is never followed, and only requests safe to repeat are repeated."""
+
     def __init__(
         self,
         server_url: str,
@@ -432,11 +437,7 @@ class IdmClient:
                 ) from None
         detail = self._server_message(response)
         if 300 <= status < 400:
-            raise ProtocolError(
-                f"{what}: redirected ({status}) to {response.headers.get('location', '?')}; "
-                "idmsync never follows redirects with credentials — point it at the final URL",
-                status=status,
-            )
+            raise redirect_refused(what, status, response.headers.get("location"))
         error_type: type[IdmSyncError]
         if status == 401:
             error_type = Unauthorized

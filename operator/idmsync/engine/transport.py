@@ -19,6 +19,8 @@ USER_AGENT = "idmsync"
 
 @dataclass(frozen=True)
 class TlsOptions:
+    """How to trust an IDM server: extra CAs besides the system's, or (tests only) none."""
+
     ca_pem: str | None = None  # PEM text of extra trusted CAs (from a Secret or a file)
     insecure_skip_verify: bool = False
 
