@@ -144,6 +144,16 @@ class KeyPair:
     cert_pem: bytes
     key_pem: bytes
 
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context serving this certificate (ssl loads it only from files)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+            cert.write_bytes(self.cert_pem)
+            key.write_bytes(self.key_pem)
+            context.load_cert_chain(cert, key)
+        return context
+
 
 class CertificateAuthority:
     """One CA signs the serving certificate and every client certificate (as envtest does)."""

@@ -27,19 +27,10 @@ tests/stub/token_endpoint.py.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import ssl
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from idmsync.auth import AdminCredentials, ClientCredentialsFlow, Credentials, Secret
 from idmsync.engine import (
@@ -56,6 +47,7 @@ from idmsync.engine import (
     run_reset,
 )
 from idmsync.errors import IdmSyncError
+from tests.harness.controlplane import CertificateAuthority
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.net import free_port
 from tests.stub.idm_stub import IdmStub
@@ -176,8 +168,8 @@ class Cell:
     id: str
     fault: str  # what a reader of the table sees
     arrange: Arrange
-    outcome: str  # the stage's result, or the error's reason
-    changes: int  # DELETEs (PUTs for Set) that reached the server
+    outcome: str = "Deleted"  # the stage's result, or the error's reason
+    changes: int = 1  # DELETEs (PUTs for Set) that reached the server
     action: str = "Delete"
     audit: str | None = "initial"  # initial | relived | None (no result to check)
     final: str = "latest"  # latest | unchanged: where the stage ends
@@ -230,26 +222,31 @@ def _token_refused_then_endpoint_down(setup: Setup) -> None:
     setup.proxy.add("pass", 1, method="DELETE", before=outage)
 
 
+def _proxy(action: str, count: int, **rule: Any) -> Arrange:
+    return lambda setup: setup.proxy.add(action, count, **rule)
+
+
+def _failing(id: str, fault: str, arrange: Arrange, outcome: str, **more: Any) -> Cell:
+    """A reset that fails before any change: nothing reached the server, no audit to check,
+    the stage as it was."""
+    return Cell(id, fault, arrange, outcome, 0, audit=None, final="unchanged", **more)
+
+
+def _oauth(failing: bool, *args: Any, **more: Any) -> Cell:
+    """A cell against the token endpoint (stub only: our OpenIDM build has no OAuth)."""
+    return (_failing if failing else Cell)(*args, auth="oauth", stub_only=True, **more)
+
+
 CELLS = [
-    Cell("baseline", "none", _nothing, "Deleted", 1),
+    Cell("baseline", "none", _nothing),
     Cell(
-        "5xx-burst-reads",
-        "503 x2 on the stage read",
-        lambda s: s.proxy.add("status", 2, method="GET", path=STAGE),
-        "Deleted",
-        1,
+        "5xx-burst-reads", "503 x2 on the stage read", _proxy("status", 2, method="GET", path=STAGE)
     ),
-    Cell(
-        "5xx-burst-delete",
-        "503 x2 on DELETE (gateway)",
-        lambda s: s.proxy.add("status", 2, method="DELETE"),
-        "Deleted",
-        1,
-    ),
+    Cell("5xx-burst-delete", "503 x2 on DELETE (gateway)", _proxy("status", 2, method="DELETE")),
     Cell(
         "5xx-persistent-delete",
         "503 on every DELETE",
-        lambda s: s.proxy.add("status", 99, method="DELETE"),
+        _proxy("status", 99, method="DELETE"),
         "ServerError",
         0,
         final="unchanged",
@@ -257,85 +254,63 @@ CELLS = [
     Cell(
         "5xx-livesync",
         "500 x1 on the liveSync trigger",
-        lambda s: s.proxy.add("status", 1, method="POST", path=TRIGGER, status=500),
-        "Deleted",
-        1,
+        _proxy("status", 1, method="POST", path=TRIGGER, status=500),
     ),
     Cell(
         "5xx-burst-pause",
         "503 x2 on pauseJobs",
-        lambda s: s.proxy.add("status", 2, method="POST", path="pauseJobs"),
-        "Deleted",
-        1,
+        _proxy("status", 2, method="POST", path="pauseJobs"),
     ),
-    Cell(
+    _failing(
         "refused",
         "nothing listening",
         _nothing,
         "ServerUnreachable",
-        0,
-        audit=None,
-        final="unchanged",
         unreachable=True,
         stub_only=True,
     ),
     Cell(
         "reset-before-delete-arrives",
         "connection reset, DELETE not forwarded",
-        lambda s: s.proxy.add("reset", 1, method="DELETE"),
-        "Deleted",
-        1,
+        _proxy("reset", 1, method="DELETE"),
     ),
     Cell(
         "timeout-before-delete-arrives",
         "delayed past the client's timeout before forwarding",
         _delay("delay_before", "DELETE"),
-        "Deleted",
-        1,
         timed=True,
     ),
     Cell(
         "lost-answer-delete",
         "DELETE carried out, connection cut",
-        lambda s: s.proxy.add("drop_after", 1, method="DELETE"),
-        "Deleted",
-        1,
+        _proxy("drop_after", 1, method="DELETE"),
     ),
     Cell(
         "lost-answer-delete-recreated",
         "DELETE carried out, liveSync recreates (rev 1), connection cut",
         lambda s: s.proxy.add("drop_after", 1, method="DELETE", after=s.backend.livesync),
-        "Deleted",
-        1,
     ),
     Cell(
         "timeout-after-delete-acted",
         "DELETE carried out, answer later than the client's timeout",
         _delay("delay_after", "DELETE"),
-        "Deleted",
-        1,
         timed=True,
     ),
     Cell(
         "lost-answer-livesync",
         "liveSync ran, connection cut",
-        lambda s: s.proxy.add("drop_after", 1, method="POST", path=TRIGGER),
-        "Deleted",
-        1,
+        _proxy("drop_after", 1, method="POST", path=TRIGGER),
     ),
     Cell(
         "lost-answer-pause",
         "pauseJobs carried out, connection cut",
-        lambda s: s.proxy.add("drop_after", 1, method="POST", path="pauseJobs"),
-        "Deleted",
-        1,
+        _proxy("drop_after", 1, method="POST", path="pauseJobs"),
     ),
     Cell(
         "resume-fails",
         "503 on every resumeJobs",
-        lambda s: s.proxy.add("status", 99, method="POST", path="resumeJobs"),
+        _proxy("status", 99, method="POST", path="resumeJobs"),
         "ServerError",
-        1,
         paused_after=True,
         message="may still be paused",
     ),
@@ -343,8 +318,7 @@ CELLS = [
         "412-race",
         "liveSync runs just before our DELETE arrives",
         lambda s: s.proxy.add("pass", 1, method="DELETE", before=s.backend.livesync),
-        "Deleted",
-        2,
+        changes=2,
         audit="relived",
     ),
     Cell(
@@ -352,47 +326,33 @@ CELLS = [
         "the stage is deleted just before our DELETE arrives",
         lambda s: s.proxy.add("pass", 1, method="DELETE", before=s.backend.delete_stage),
         "AlreadyAbsent",
-        1,
     ),
-    Cell(
+    _failing(
         "malformed-read",
         "the stage read answers truncated JSON",
-        lambda s: s.proxy.add("garble", 1, method="GET", path=STAGE),
+        _proxy("garble", 1, method="GET", path=STAGE),
         "ProtocolError",
-        0,
-        audit=None,
-        final="unchanged",
     ),
     Cell(
         "malformed-delete-answer",
         "DELETE carried out, 200 with truncated JSON",
-        lambda s: s.proxy.add("garble", 1, method="DELETE"),
-        "Deleted",
-        1,
+        _proxy("garble", 1, method="DELETE"),
     ),
-    Cell(
-        "latency",
-        "every answer 50 ms late",
-        lambda s: s.proxy.add("delay_after", 999, seconds=0.05),
-        "Deleted",
-        1,
-    ),
+    Cell("latency", "every answer 50 ms late", _proxy("delay_after", 999, seconds=0.05)),
     # --- action Set: the PUT is the change ---------------------------------------------
-    Cell("set-baseline", "none (action Set)", _nothing, "Set", 1, action="Set"),
+    Cell("set-baseline", "none (action Set)", _nothing, "Set", action="Set"),
     Cell(
         "lost-answer-put",
         "PUT carried out, connection cut",
-        lambda s: s.proxy.add("drop_after", 1, method="PUT"),
+        _proxy("drop_after", 1, method="PUT"),
         "Set",
-        1,
         action="Set",
     ),
     Cell(
         "5xx-burst-put",
         "503 x2 on PUT (gateway)",
-        lambda s: s.proxy.add("status", 2, method="PUT"),
+        _proxy("status", 2, method="PUT"),
         "Set",
-        1,
         action="Set",
     ),
     Cell(
@@ -400,7 +360,6 @@ CELLS = [
         "PUT carried out, answer later than the client's timeout",
         _delay("delay_after", "PUT"),
         "Set",
-        1,
         action="Set",
         timed=True,
     ),
@@ -414,122 +373,82 @@ CELLS = [
         audit="relived",
     ),
     # --- TLS: refused before any request leaves -----------------------------------------
-    Cell(
-        "tls-trusted", "https, certificate from the CA given", _nothing, "Deleted", 1, tls="trusted"
-    ),
-    Cell(
+    Cell("tls-trusted", "https, certificate from the CA given", _nothing, tls="trusted"),
+    _failing(
         "tls-wrong-ca",
         "https, certificate from another CA",
         _nothing,
         "ServerUnreachable",
-        0,
-        audit=None,
-        final="unchanged",
         tls="wrong-ca",
         message="CERTIFICATE_VERIFY_FAILED",
     ),
-    Cell(
+    _failing(
         "tls-wrong-name",
         "https, certificate for another host name",
         _nothing,
         "ServerUnreachable",
-        0,
-        audit=None,
-        final="unchanged",
         tls="wrong-name",
         message="Hostname mismatch",
     ),
-    # --- the OAuth token endpoint (stub only: our OpenIDM build has no OAuth) -----------
-    Cell(
-        "token-baseline",
-        "client credentials, no fault",
-        _nothing,
-        "Deleted",
-        1,
-        auth="oauth",
-        stub_only=True,
-    ),
-    Cell(
+    # --- the OAuth token endpoint -------------------------------------------------------
+    _oauth(False, "token-baseline", "client credentials, no fault", _nothing),
+    _oauth(
+        True,
         "token-endpoint-down",
         "nothing listening at the token URL",
         _token_endpoint_down,
         "ServerUnreachable",
-        0,
-        audit=None,
-        final="unchanged",
-        auth="oauth",
         message="token endpoint",
-        stub_only=True,
     ),
-    Cell(
+    _oauth(
+        False,
         "token-endpoint-5xx-burst",
         "token endpoint 503 x2",
         lambda s: s.am.fail_next(2, 503) if s.am else None,
-        "Deleted",
-        1,
-        auth="oauth",
-        stub_only=True,
     ),
-    Cell(
+    _oauth(
+        True,
         "token-endpoint-5xx-persistent",
         "token endpoint 503 on every request",
         lambda s: s.am.fail_next(99, 503) if s.am else None,
         "ServerError",
-        0,
-        audit=None,
-        final="unchanged",
-        auth="oauth",
         message="token endpoint",
-        stub_only=True,
     ),
-    Cell(
+    _oauth(
+        True,
         "token-endpoint-slow",
         "token endpoint answers later than the client's timeout",
         _slow_token_endpoint,
         "ServerUnreachable",
-        0,
-        audit=None,
-        final="unchanged",
         timed=True,
-        auth="oauth",
         message="timed out",
-        stub_only=True,
     ),
-    Cell(
+    _oauth(
+        True,
         "token-endpoint-drip",
         "token endpoint drips its answer (deadline 0.5 s)",
         _token_drip,
         "ServerUnreachable",
-        0,
-        audit=None,
-        final="unchanged",
-        auth="oauth",
         message="no complete answer within 0.5s",
-        stub_only=True,
     ),
-    Cell(
+    _oauth(
+        True,
         "token-endpoint-huge",
         "token endpoint answers 64 MiB",
         _token_huge,
         "ProtocolError",
-        0,
-        audit=None,
-        final="unchanged",
-        auth="oauth",
         message="larger than",
-        stub_only=True,
     ),
-    Cell(
+    _oauth(
+        False,
         "token-refused-endpoint-down",
         "IDM refuses the token at the DELETE, the token endpoint is down",
         _token_refused_then_endpoint_down,
         "ServerError",
         1,  # it arrived, and was refused (401): not carried out
         final="unchanged",
-        auth="oauth",
         paused_after=True,  # resuming needs a token too
         message="may still be paused",
-        stub_only=True,
     ),
 ]
 
@@ -563,74 +482,18 @@ def write_table(reporter: Any, title: str, rows: list[Row]) -> None:
 # --- TLS material, made here ---------------------------------------------------------------
 
 
-class _Ca:
-    def __init__(self, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def pem(self) -> str:
-        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
-
-    def server_context(self, *names: str) -> ssl.SSLContext:
-        """A server context with a certificate for ``names`` (DNS names or IPs)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        with tempfile.TemporaryDirectory() as tmp:
-            cert_file, key_file = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
-            cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            key_file.write_bytes(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-            context.load_cert_chain(cert_file, key_file)
-        return context
-
-
 def _tls(kind: str | None) -> tuple[ssl.SSLContext | None, str | None]:
     """(the proxy's server context, the CA the client trusts) for a TLS cell."""
     if kind is None:
         return None, None
-    ours, theirs = _Ca("idmsync-matrix-ca"), _Ca("somebody-elses-ca")
-    if kind == "trusted":
-        return ours.server_context("localhost", "127.0.0.1"), ours.pem
-    if kind == "wrong-ca":
-        return theirs.server_context("localhost", "127.0.0.1"), ours.pem
-    assert kind == "wrong-name", kind
-    return ours.server_context("idm.elsewhere.test"), ours.pem
+    ours = CertificateAuthority("idmsync-matrix-ca")
+    signer = CertificateAuthority("somebody-elses-ca") if kind == "wrong-ca" else ours
+    if kind == "wrong-name":
+        pair = signer.issue("idm.elsewhere.test", server_dns=["idm.elsewhere.test"])
+    else:
+        assert kind in ("trusted", "wrong-ca"), kind
+        pair = signer.issue("localhost", server_dns=["localhost"], server_ips=["127.0.0.1"])
+    return pair.server_context(), ours.cert_pem.decode()
 
 
 # --- one cell ---------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tests.stub.loopback_server import LoopbackServer
+
 Hook = Callable[[], None]
 
 
@@ -59,26 +61,19 @@ class Rule:
         )
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """``tls``: serve HTTPS with this context (the upstream stays plain HTTP); a client that
     refuses the certificate never gets a request through, and nothing is logged for it."""
 
     def __init__(
         self, upstream_host: str, upstream_port: int, *, tls: ssl.SSLContext | None = None
     ) -> None:
+        super().__init__(None, "fault-proxy", tls=tls)
         self.upstream = (upstream_host, upstream_port)
-        self.tls = tls
-        self.port = 0
         self.rules: list[Rule] = []
         self.log: list[ProxiedRequest] = []
         self.lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # --- rules and the log -----------------------------------------------------------
 
@@ -132,59 +127,16 @@ class FaultProxy:
         # listCurrentlyExecutingJobs (the wait for a running liveSync) changes nothing
         return [a for a in actions if a in ("pauseJobs", "resumeJobs")]
 
-    # --- lifecycle -------------------------------------------------------------------
+    # --- serving raw streams: one client connection, one request ----------------------
 
-    def start(self) -> FaultProxy:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+    async def _open(self, port: int) -> int:
+        tls: dict[str, object] = {"ssl": self.tls, "ssl_handshake_timeout": 5} if self.tls else {}
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", port, **tls)  # type: ignore[arg-type]
+        return int(self._server.sockets[0].getsockname()[1])
 
-        async def serve() -> None:
-            tls: dict[str, object] = (
-                {"ssl": self.tls, "ssl_handshake_timeout": 5} if self.tls else {}
-            )
-            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0, **tls)  # type: ignore[arg-type]
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fault proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        loop = self._loop
-
-        async def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        loop.close()
-        self._loop = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # --- one client connection: one request --------------------------------------------
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -14,17 +14,15 @@ Every request is logged with what was answered, so tests can see the failures ha
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from tests.harness.controlplane import KeyPair
+from tests.stub.loopback_server import LoopbackServer
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
 
@@ -56,23 +54,15 @@ class Logged:
     injected: bool
 
 
-class KubeProxy:
+class KubeProxy(LoopbackServer):
     def __init__(self, upstream: str, ca_pem: bytes, serving: KeyPair) -> None:
+        super().__init__(self._make_app, "kube-proxy", tls=serving.server_context())
         self.upstream = upstream.rstrip("/")
         self._upstream_tls = ssl.create_default_context(cadata=ca_pem.decode())
-        self._serving = serving
         self.rules: list[Rule] = []
         self.log: list[Logged] = []
         self.lock = threading.Lock()
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
 
     def fail(
         self,
@@ -92,66 +82,21 @@ class KubeProxy:
         with self.lock:
             return [entry for entry in self.log if entry.injected]
 
-    # --- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> KubeProxy:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
-            cert.write_bytes(self._serving.cert_pem)
-            key.write_bytes(self._serving.key_pem)
-            serving.load_cert_chain(cert, key)
-
-        async def serve() -> None:
+    def _make_app(self) -> web.Application:
+        async def open_session(_app: web.Application) -> None:
             self._session = aiohttp.ClientSession(
                 auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
             )
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_route("*", "/{tail:.*}", self._forward)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=serving)
-            await site.start()
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
 
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="kube-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("kube proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        loop = self._loop
-
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
+        async def close_session(_app: web.Application) -> None:
             if self._session is not None:
                 await self._session.close()
-            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        loop.close()
-        self._loop = None
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.on_startup.append(open_session)
+        app.on_cleanup.append(close_session)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
 
     # --- one request ---------------------------------------------------------------------
 

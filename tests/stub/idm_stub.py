@@ -118,7 +118,7 @@ class IdmStub:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, port: int = 0) -> IdmStub:
-        self.port = self._server.start(port)
+        self.port = self._server.start(port).port
         return self
 
     def stop(self) -> None:

@@ -152,7 +152,7 @@ class TokenEndpoint:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self) -> TokenEndpoint:
-        self.port = self._server.start(self.port)
+        self.port = self._server.start(self.port).port
         return self
 
     def stop(self) -> None:
