@@ -6,9 +6,9 @@ RBAC on, waits for /readyz and writes an admin kubeconfig (client cert in O=syst
 It can mint least-privilege kubeconfigs: for a ServiceAccount (TokenRequest API) or for a
 user certificate that has only the bindings a test creates.
 
-Both servers run in their own process group and are stopped on `stop()`, on interpreter
-exit (atexit), on SIGTERM/SIGHUP, and — through PR_SET_PDEATHSIG — even when the Python
-process is killed outright. The temporary directory is removed unless
+Both servers run in their own process group (tests/harness/processes.py) and are stopped on
+`stop()`, on interpreter exit (atexit), on SIGTERM/SIGHUP, and — through PR_SET_PDEATHSIG —
+even when the Python process is killed outright. The temporary directory is removed unless
 IDMSYNC_KEEP_CONTROLPLANE=1.
 
     python -m tests.harness.controlplane      # what `make controlplane` runs
@@ -46,6 +46,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.harness import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "tools" / "versions.env"
@@ -258,32 +260,15 @@ def _free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def _die_with_parent(argv: Sequence[str]) -> list[str]:
-    """Prefix argv so the child gets SIGKILL when the thread that started it dies.
-
-    That covers a harness killed with SIGKILL, where neither atexit nor signal handlers run.
-    util-linux `setpriv` sets PR_SET_PDEATHSIG and execs, which survives exec; unlike a
-    preexec_fn it is safe while other threads run. Without setpriv, argv is unchanged.
-    """
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
-
-
 class _Server:
-    """One child process in its own process group, its output in a log file."""
+    """One child process in its own process group (tests/harness/processes.py), its output
+    in a log file."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                _die_with_parent(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us, not the servers: we stop them in order
-            )
+        self.process = processes.spawn(argv, log_path)
 
     @property
     def pid(self) -> int:
@@ -299,26 +284,10 @@ class _Server:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        processes.stop(self.process, STOP_TIMEOUT_SECONDS)
 
     def rss_kib(self) -> int:
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return processes.rss_kib(self.pid)
 
 
 def _wait_for(

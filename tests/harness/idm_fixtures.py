@@ -13,6 +13,7 @@ tail of the server's log.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -20,12 +21,21 @@ import pytest
 from tests.harness import openidm as harness
 
 
-def _log_tail(path: object, name: str, lines: int = 60) -> str:
+@contextlib.contextmanager
+def _running(server: harness.OpenDJ | harness.OpenIDM) -> Iterator[None]:
+    """The server started, failing the test with its log's tail if it does not start, and
+    stopped whatever happens."""
     try:
-        text = (path / name).read_text(errors="replace")  # type: ignore[operator]
-    except (OSError, TypeError):
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+        try:
+            server.start()
+        except harness.HarnessError as e:
+            log = server.workdir / server.log_name if server.workdir else None
+            text = log.read_text(errors="replace") if log and log.is_file() else ""
+            tail = "\n".join(text.splitlines()[-60:])
+            pytest.fail(f"{server.name} did not start: {e}\n{tail}", pytrace=False)
+        yield
+    finally:  # also on a timeout or Ctrl-C: never leave a server behind
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -37,19 +47,8 @@ def real_ldap() -> Iterator[harness.OpenDJ]:
             pytrace=False,
         )
     dj = harness.OpenDJ()
-    try:
-        dj.start()
-    except harness.HarnessError as e:
-        tail = _log_tail(dj.workdir, "start-ds.out")
-        dj.stop()
-        pytest.fail(f"OpenDJ did not start: {e}\n{tail}", pytrace=False)
-    except BaseException:  # timeout, Ctrl-C: never leave a server behind
-        dj.stop()
-        raise
-    try:
+    with _running(dj):
         yield dj
-    finally:
-        dj.stop()
 
 
 @pytest.fixture(scope="session")
@@ -60,16 +59,5 @@ def real_idm(request: pytest.FixtureRequest) -> Iterator[harness.RealIDM]:
         )
     dj: harness.OpenDJ = request.getfixturevalue("real_ldap")
     idm = harness.OpenIDM(opendj=dj)
-    try:
-        idm.start()
-    except harness.HarnessError as e:
-        tail = _log_tail(idm.workdir, "openidm.out")
-        idm.stop()
-        pytest.fail(f"OpenIDM did not start: {e}\n{tail}", pytrace=False)
-    except BaseException:
-        idm.stop()
-        raise
-    try:
+    with _running(idm):
         yield harness.RealIDM(opendj=dj, openidm=idm)
-    finally:
-        idm.stop()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -40,8 +39,9 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from tests.harness import openidm_dist
+from tests.harness import openidm_dist, processes
 from tests.harness.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -201,43 +201,6 @@ def _port_open(port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Child preexec: new session (own process group) + SIGKILL if the harness dies."""
-    os.setsid()
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM the child's process group, SIGKILL after timeout; return once the whole group
-    is gone (a JVM under a wrapper script keeps writing files after the script exits)."""
-    pgid = proc.pid  # the child called setsid(): its pid is the group id
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.poll()
-        if not _group_alive(pgid):
-            break
-        time.sleep(0.5)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        time.sleep(1)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
 def _run(
     cmd: Sequence[str],
     *,
@@ -263,58 +226,64 @@ def _run(
     return proc
 
 
-def _spawn_watchdog(pgid: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """If this harness process dies without cleaning up (SIGKILL), end the server's process
-    group and remove its temp dir. (PR_SET_PDEATHSIG alone does not reach grandchildren such as
-    the JVM under OpenIDM's startup.sh.)"""
-    script = (
-        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
-        f"kill -TERM -- -{pgid} 2>/dev/null; "
-        f"for i in $(seq 30); do kill -0 -- -{pgid} 2>/dev/null || break; sleep 1; done; "
-        f"kill -KILL -- -{pgid} 2>/dev/null; rm -rf '{workdir}'"
-    )
-    return subprocess.Popen(
-        ["bash", "-c", script],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+# --------------------------------------------------------------------------- servers
 
 
-def _stop_watchdog(dog: subprocess.Popen[bytes] | None) -> None:
-    if dog is not None and dog.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(dog.pid, signal.SIGKILL)
-        dog.wait(timeout=10)
+@dataclass
+class _Server:
+    """A Java server run from its own copy of the pristine tree, in a temp dir of its own."""
 
+    name: ClassVar[str]
+    log_name: ClassVar[str]
+    stop_timeout: ClassVar[float] = 30
+    workdir: Path | None = field(default=None, kw_only=True)
+    startup_seconds: float = field(default=0.0, kw_only=True)
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, kw_only=True)
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of pid and its descendants, KiB (from /proc)."""
-    total = 0
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(p.name))
-    stack = [pid]
-    while stack:
-        cur = stack.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{cur}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        stack.extend(children.get(cur, []))
-    return total
+    def _spawn(
+        self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], append: bool = False
+    ) -> None:
+        """In its own process group, ended (and the temp dir removed) if the harness dies."""
+        assert self.workdir is not None
+        log_path = self.workdir / self.log_name
+        self.proc = processes.spawn(
+            argv, log_path, cwd=cwd, env=env, append=append, reap=self.workdir
+        )
+        if not any(server is self for server in _ALIVE):
+            _ALIVE.append(self)
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise HarnessError(
+                f"{self.name} exited {self.proc.returncode}; see {self.workdir}/{self.log_name}"
+            )
+
+    def _ready(self, started: float, where: str) -> None:
+        assert self.proc is not None
+        self.startup_seconds = time.monotonic() - started
+        rss = processes.rss_kib(self.proc.pid, descendants=True) // 1024
+        log(f"{self.name} ready at {where} in {self.startup_seconds:.1f}s (rss {rss} MiB)")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            processes.stop(self.proc, timeout=self.stop_timeout)
+            self.proc = None
+        if self.workdir is not None and not os.environ.get("IDMSYNC_KEEP_TMP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        with contextlib.suppress(ValueError):
+            _ALIVE.remove(self)
 
 
 # --------------------------------------------------------------------------- OpenDJ
 
 
 @dataclass
-class OpenDJ:
+class OpenDJ(_Server):
     """One OpenDJ directory server with the external changelog (cn=changelog) enabled."""
+
+    name: ClassVar[str] = "OpenDJ"
+    log_name: ClassVar[str] = "start-ds.out"
 
     version: str = OPENDJ_VERSION
     base_dn: str = LDAP_BASE_DN
@@ -323,10 +292,6 @@ class OpenDJ:
     ldap_port: int = 0
     admin_port: int = 0
     replication_port: int = 0
-    workdir: Path | None = None
-    startup_seconds: float = 0.0
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
@@ -422,7 +387,6 @@ class OpenDJ:
             )
         )
         self._launch()
-        _ALIVE.append(self)
         self._wait_ldap(timeout=300)
         # External changelog: a replication server + a replication domain for the base DN on this
         # one server. (The replication server binds its port on all interfaces: OpenDJ has no
@@ -465,28 +429,14 @@ class OpenDJ:
             if time.monotonic() > deadline:
                 raise HarnessError("OpenDJ: root DSE never published lastChangeNumber")
             time.sleep(1)
-        self.startup_seconds = time.monotonic() - t0
-        log(
-            f"OpenDJ {self.version} ready at {self.ldap_url} in {self.startup_seconds:.1f}s "
-            f"(rss {rss_kib(self.proc.pid) // 1024} MiB)"
-        )
+        self._ready(t0, f"{self.ldap_url} (OpenDJ {self.version})")
 
     def _launch(self) -> None:
-        """start-ds in the foreground of its own process group, watched (see _spawn_watchdog)."""
+        """start-ds in the foreground of its own process group."""
         assert self.workdir is not None
         env = self._tool_env()
         env["OPENDJ_JAVA_ARGS"] = "-server -Xms64m -Xmx512m"
-        log_file = (self.workdir / "start-ds.out").open("ab")
-        self.proc = subprocess.Popen(
-            [self._bin("start-ds"), "--nodetach"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-            cwd=self.workdir,
-        )
-        log_file.close()
-        self.watchdog = _spawn_watchdog(self.proc.pid, self.workdir)
+        self._spawn([self._bin("start-ds"), "--nodetach"], cwd=self.workdir, env=env, append=True)
 
     def rebuild_changelog(self) -> None:
         """What restoring the directory, or rebuilding its changelog, does to change numbers.
@@ -499,8 +449,7 @@ class OpenDJ:
         _run([self._bin("stop-ds")], env=self._tool_env(), timeout=120)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=60)
-        _stop_watchdog(self.watchdog)
-        _kill_group(self.proc)
+        processes.stop(self.proc, timeout=30)
         changelog = self.home / "changelogDb"
         shutil.rmtree(changelog)
         changelog.mkdir()
@@ -530,10 +479,7 @@ class OpenDJ:
     def _wait_ldap(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise HarnessError(
-                    f"OpenDJ exited {self.proc.returncode}; see {self.workdir}/start-ds.out"
-                )
+            self._check_alive()
             if _port_open(self.ldap_port):
                 with contextlib.suppress(HarnessError):
                     self.root_dse()
@@ -595,18 +541,6 @@ class OpenDJ:
             time.sleep(0.1)
         return now
 
-    def stop(self) -> None:
-        _stop_watchdog(self.watchdog)
-        self.watchdog = None
-        if self.proc is not None:
-            _kill_group(self.proc)
-            self.proc = None
-        if self.workdir is not None and not os.environ.get("IDMSYNC_KEEP_TMP"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-        with contextlib.suppress(ValueError):
-            _ALIVE.remove(self)
-
 
 def parse_ldif(text: str) -> list[dict[str, list[str]]]:
     """Tiny LDIF reader for ldapsearch output (folded lines, base64 values)."""
@@ -642,16 +576,15 @@ def parse_ldif(text: str) -> list[dict[str, list[str]]]:
 
 
 @dataclass
-class OpenIDM:
+class OpenIDM(_Server):
     """OpenIDM with our conf (tests/e2e/idm/openidm/conf) overlaid, pointed at an OpenDJ."""
 
+    name: ClassVar[str] = "OpenIDM"
+    log_name: ClassVar[str] = "openidm.out"
+    stop_timeout: ClassVar[float] = 60
     opendj: OpenDJ
     version: str = ""
     http_port: int = 0
-    workdir: Path | None = None
-    startup_seconds: float = 0.0
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
@@ -709,25 +642,10 @@ class OpenIDM:
         boot.write_text(props)
         env = dict(os.environ)
         env["OPENIDM_OPTS"] = f"-Xmx1024m -Xms256m {JAVA17_LDAP_EXPORTS} -Dopenidm.host={LOOPBACK}"
-        log_file = (self.workdir / "openidm.out").open("wb")
-        # startup.sh reads the console: give it none (stdin=DEVNULL) so it never blocks on input.
-        self.proc = subprocess.Popen(
-            ["./startup.sh"],
-            cwd=self.home,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        _ALIVE.append(self)
-        self.watchdog = _spawn_watchdog(self.proc.pid, self.workdir)
+        # startup.sh reads the console: spawn gives it none, so it never blocks on input
+        self._spawn(["./startup.sh"], cwd=self.home, env=env)
         self._wait_ready(ready_timeout)
-        self.startup_seconds = time.monotonic() - t0
-        log(
-            f"OpenIDM {self.version} ready at {self.url} in {self.startup_seconds:.1f}s "
-            f"(rss {rss_kib(self.proc.pid) // 1024} MiB)"
-        )
+        self._ready(t0, f"{self.url} (OpenIDM {self.version})")
 
     def _loopback_only(self) -> None:
         """Jetty on 127.0.0.1 only. Our build's jetty.xml already says so and names its connector
@@ -766,10 +684,7 @@ class OpenIDM:
         last = ""
         headers = {"X-OpenIDM-Username": IDM_ADMIN_USER, "X-OpenIDM-Password": IDM_ADMIN_PASSWORD}
         while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise HarnessError(
-                    f"OpenIDM exited {self.proc.returncode}; see {self.workdir}/openidm.out"
-                )
+            self._check_alive()
             try:
                 r = httpx.get(f"{self.url}/openidm/info/ping", headers=headers, timeout=5)
                 last = f"{r.status_code} {r.text[:200]}"
@@ -780,18 +695,6 @@ class OpenIDM:
             if time.monotonic() > deadline:
                 raise HarnessError(f"OpenIDM not ACTIVE_READY within {timeout}s (last: {last})")
             time.sleep(2)
-
-    def stop(self) -> None:
-        _stop_watchdog(self.watchdog)
-        self.watchdog = None
-        if self.proc is not None:
-            _kill_group(self.proc, timeout=60)
-            self.proc = None
-        if self.workdir is not None and not os.environ.get("IDMSYNC_KEEP_TMP"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-        with contextlib.suppress(ValueError):
-            _ALIVE.remove(self)
 
 
 # --------------------------------------------------------------------------- the pair
@@ -854,7 +757,7 @@ class RealIDM:
         self.opendj.stop()
 
 
-_ALIVE: list[OpenDJ | OpenIDM] = []
+_ALIVE: list[_Server] = []
 
 
 @atexit.register

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from tests.harness import processes
 from tests.harness.net import free_port
 
 IDMSYNC = str(Path(sys.executable).with_name("idmsync"))
@@ -93,14 +94,7 @@ class OperatorProcess:
 
     def rss_kib(self) -> int:
         """Resident memory of the operator process, KiB (0 once it has exited)."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return processes.rss_kib(self.pid)
 
     def log(self) -> str:
         try:
@@ -115,10 +109,6 @@ class OperatorProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        """SIGTERM, as Kubernetes stops a pod; SIGKILL after 20 s."""
+        if self.process is not None:
+            processes.stop(self.process, timeout=20)
