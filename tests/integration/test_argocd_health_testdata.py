@@ -95,6 +95,7 @@ def test_argocd_cm_snippet_carries_the_script_unchanged() -> None:
     assert config["data"] == {key: HEALTH_LUA.read_text()}, "run `make argocd-cm`"
 
 
+@pytest.mark.harness  # the runner's, not the script's: `make harness-check`
 def test_a_script_that_needs_the_string_library_fails_as_in_argo_cd(
     health_tool: HealthTool, tmp_path: Path
 ) -> None:

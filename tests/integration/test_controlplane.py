@@ -14,7 +14,8 @@ from kubernetes import client, config, watch
 
 from tests.harness.controlplane import ControlPlane, Kubectl, pinned_versions
 
-pytestmark = pytest.mark.controlplane
+# a self-test of the harness (`make harness-check`), not of idmsync
+pytestmark = [pytest.mark.controlplane, pytest.mark.harness]
 
 
 def _eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:

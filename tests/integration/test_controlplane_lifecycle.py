@@ -15,7 +15,8 @@ import pytest
 
 from tests.harness.controlplane import REPO_ROOT, Binaries
 
-pytestmark = pytest.mark.controlplane
+# a self-test of the harness (`make harness-check`), not of idmsync
+pytestmark = [pytest.mark.controlplane, pytest.mark.harness]
 
 
 @pytest.fixture
