@@ -17,6 +17,7 @@ from idmsync.engine import (
     IdmClient,
     ResetOptions,
     RetryPolicy,
+    Stage,
     StageRef,
     StageResult,
     make_http_client,
@@ -43,14 +44,17 @@ def client(
     return IdmClient(server.url, credentials, http, flavour=flavour, retry=RetryPolicy(attempts=2))
 
 
-async def fresh_stage(server: ContractServer, http: httpx.AsyncClient) -> IdmClient:
-    """Start every test from 'the stage exists at the latest token' (after a liveSync)."""
+async def fresh_stage(server: ContractServer, http: httpx.AsyncClient) -> tuple[IdmClient, Stage]:
+    """Start every test from 'the stage exists at the latest token' (after a liveSync);
+    returns a client and the stage as read then."""
     idm = client(server, http)
     stage = await idm.read_stage(server.stage_id)
     if stage is not None:
         await idm.delete_stage(server.stage_id, stage.rev)
     await idm.trigger_livesync(server.source)
-    return idm
+    stage = await idm.read_stage(server.stage_id)
+    assert stage is not None, "liveSync creates a missing stage"
+    return idm, stage
 
 
 async def test_info_version_names_the_product_version(
@@ -65,9 +69,7 @@ async def test_info_version_names_the_product_version(
 async def test_livesync_on_a_missing_stage_creates_it_at_the_latest_token(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
-    idm = await fresh_stage(idm_server, http)
-    stage = await idm.read_stage(idm_server.stage_id)
-    assert stage is not None
+    _, stage = await fresh_stage(idm_server, http)
     assert isinstance(stage.rev, str)
     assert stage.rev
     assert int(stage.sync_token) == idm_server.latest_token()
@@ -85,49 +87,56 @@ async def test_both_list_queries_list_the_stage(
 async def test_a_stale_rev_is_refused_with_412_and_the_stage_is_kept(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
-    idm = await fresh_stage(idm_server, http)
-    stage = await idm.read_stage(idm_server.stage_id)
-    assert stage is not None
+    idm, stage = await fresh_stage(idm_server, http)
     idm_server.make_changes(1)
     await idm.trigger_livesync(idm_server.source)  # liveSync writes the stage: a new rev
     with pytest.raises(RevisionConflict) as refused:
         await idm.delete_stage(idm_server.stage_id, stage.rev)
     assert refused.value.status == 412
+    response = await http.delete(
+        f"{idm_server.url}/{STAGES}/{idm_server.stage_id}",
+        headers={**idm_server.admin_headers, "If-Match": stage.rev},
+    )
+    assert (response.status_code, response.json()["code"]) == (412, 412)
     assert await idm.read_stage(idm_server.stage_id) is not None
 
 
 async def test_delete_without_if_match_is_a_409(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
-    await fresh_stage(idm_server, http)
+    idm, _ = await fresh_stage(idm_server, http)
     response = await http.delete(
         f"{idm_server.url}/{STAGES}/{idm_server.stage_id}", headers=idm_server.admin_headers
     )
     assert response.status_code == 409
     assert response.json()["code"] == 409
+    assert await idm.read_stage(idm_server.stage_id) is not None, "nothing deleted"
 
 
-async def test_a_quoted_etag_in_if_match_is_accepted(
-    idm_server: ContractServer, http: httpx.AsyncClient
+@pytest.mark.parametrize("quoted", [False, True], ids=["bare-rev", "quoted-etag"])
+async def test_the_current_rev_in_if_match_bare_or_as_a_quoted_etag_deletes(
+    idm_server: ContractServer, http: httpx.AsyncClient, quoted: bool
 ) -> None:
-    idm = await fresh_stage(idm_server, http)
-    stage = await idm.read_stage(idm_server.stage_id)
-    assert stage is not None
+    idm, stage = await fresh_stage(idm_server, http)
     response = await http.delete(
         f"{idm_server.url}/{STAGES}/{idm_server.stage_id}",
-        headers={**idm_server.admin_headers, "If-Match": f'"{stage.rev}"'},
+        headers={
+            **idm_server.admin_headers,
+            "If-Match": f'"{stage.rev}"' if quoted else stage.rev,
+            "Accept-API-Version": "resource=1.0",
+        },
     )
     assert response.status_code == 200
-    assert response.json()["_id"] == idm_server.stage_id
+    body = response.json()
+    assert body["_id"] == idm_server.stage_id
+    assert body["connectorData"]["syncToken"] == stage.sync_token, "the deleted stage"
     assert await idm.read_stage(idm_server.stage_id) is None
 
 
 async def test_read_and_delete_of_a_missing_stage_are_404(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
-    idm = await fresh_stage(idm_server, http)
-    stage = await idm.read_stage(idm_server.stage_id)
-    assert stage is not None
+    idm, stage = await fresh_stage(idm_server, http)
     await idm.delete_stage(idm_server.stage_id, stage.rev)
     assert await idm.read_stage(idm_server.stage_id) is None
     with pytest.raises(NotFound):
@@ -137,9 +146,7 @@ async def test_read_and_delete_of_a_missing_stage_are_404(
 async def test_the_kb_procedure_end_to_end(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
-    idm = await fresh_stage(idm_server, http)
-    before = await idm.read_stage(idm_server.stage_id)
-    assert before is not None
+    idm, before = await fresh_stage(idm_server, http)
     idm_server.make_changes(2)
     ref = StageRef(idm_server.stage_id, idm_server.source)
     outcome = await run_reset(idm, [ref], ResetOptions(verify_timeout=60))
@@ -152,9 +159,7 @@ async def test_the_kb_procedure_end_to_end(
 async def test_set_writes_an_earlier_token_and_livesync_moves_it_to_the_latest(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
-    idm = await fresh_stage(idm_server, http)
-    stage = await idm.read_stage(idm_server.stage_id)
-    assert stage is not None
+    idm, stage = await fresh_stage(idm_server, http)
     idm_server.make_changes(3)
     earlier = int(stage.sync_token)
     written = await idm.write_stage_token(stage, earlier)
@@ -174,11 +179,26 @@ async def test_a_wrong_password_is_a_401(
             idm_server.stage_id
         )
     assert refused.value.status == 401
+    response = await http.get(
+        f"{idm_server.url}/{STAGES}",
+        params={"_queryFilter": "true"},
+        headers={**idm_server.admin_headers, "X-OpenIDM-Password": "not-the-password"},
+    )
+    assert response.status_code == 401
+    assert (response.json()["code"], response.json()["reason"]) == (401, "Unauthorized")
 
 
 async def test_the_scheduler_pauses_and_resumes(
     idm_server: ContractServer, http: httpx.AsyncClient
 ) -> None:
+    """Both actions answer ``{"success": true}``, which the client takes as done."""
+    for action in ("pauseJobs", "resumeJobs"):
+        response = await http.post(
+            f"{idm_server.url}/openidm/scheduler/job",
+            params={"_action": action},
+            headers=idm_server.admin_headers,
+        )
+        assert (response.status_code, response.json()) == (200, {"success": True}), action
     idm = client(idm_server, http)
     await idm.pause_scheduler()
     await idm.resume_scheduler()
