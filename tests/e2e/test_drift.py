@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,91 +22,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.conftest import MAPPING, STAGE, Idm, change_phone, operator_namespace
 from tests.harness.controlplane import ControlPlane
 from tests.harness.openidm import RealIDM
 from tests.harness.operator_process import IDMSYNC, OperatorProcess
-from tests.integration.conftest import (
-    CRD,
-    events,
-    get_reset,
-    reset_manifest,
-    secret_manifest,
-    service_manifest,
-    wait_for,
-    wait_phase,
-)
+from tests.integration.conftest import events, get_reset, reset_manifest, wait_for, wait_phase
 
 pytestmark = [pytest.mark.openidm, pytest.mark.timeout(900)]
 
-STAGE = "SYSTEMLDAPACCOUNT"
-MAPPING = "systemLdapAccounts_managedUser"
 BROKEN_MAPPING = "brokenSource_managedUser"  # its source type does not exist: recon FAILS
-
-
-class Idm:
-    """Raw REST access to the real OpenIDM, for arranging and checking (no project code)."""
-
-    def __init__(self, real: RealIDM) -> None:
-        self.real = real
-        self.http = httpx.Client(
-            base_url=f"{real.idm_url}/openidm", headers=real.admin_headers, timeout=120
-        )
-
-    def stage(self) -> dict[str, Any] | None:
-        response = self.http.get(f"repo/synchronisation/pooledSyncStage/{STAGE}")
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-    def token(self) -> Any:
-        stage = self.stage()
-        return stage["connectorData"]["syncToken"] if stage else None
-
-    def livesync(self) -> None:
-        self.http.post(self.real.ldap_source, params={"_action": "liveSync"}).raise_for_status()
-
-    def recon(self) -> None:
-        params = {"_action": "recon", "mapping": MAPPING, "waitForCompletion": "true"}
-        self.http.post("recon", params=params).raise_for_status()
-
-    def managed_phone(self, user: str) -> str | None:
-        found = self.http.get(
-            "managed/user", params={"_queryFilter": f'userName eq "{user}"'}
-        ).json()["result"]
-        return found[0].get("telephoneNumber") if found else None
-
-    def resync(self) -> None:
-        """Leave the stage at the directory's latest change, as every other test expects."""
-        stage = self.stage()
-        if stage is not None:
-            self.http.delete(
-                f"repo/synchronisation/pooledSyncStage/{STAGE}",
-                headers={"If-Match": stage["_rev"]},
-            )
-        self.livesync()
-
-
-@pytest.fixture
-def idm(real_idm: RealIDM) -> Iterator[Idm]:
-    client = Idm(real_idm)
-    if client.stage() is None:
-        client.livesync()
-    client.recon()
-    try:
-        yield client
-    finally:
-        client.resync()
-        client.http.close()
-
-
-def change_phone(real: RealIDM, user: str) -> tuple[str, int]:
-    phone = f"+1 555 {secrets.randbelow(10**6):06d}"
-    change = real.ldap_replace(
-        f"uid={user},ou=People,{real.ldap_base_dn}", "telephoneNumber", phone
-    )
-    return phone, change
 
 
 def cli(real: RealIDM, *args: str) -> subprocess.CompletedProcess[str]:
@@ -177,29 +99,8 @@ def test_a_rebuilt_changelog_leaves_the_token_ahead_and_out_of_sync_fixes_and_ca
     assert report["stages"][0]["state"] == "Ahead"
     assert report["stages"][0]["lag"] == stuck_change - stored < 0
 
+    namespace, idm_port = operator_namespace(control_plane, real_idm, "drift", ldap=True)
     kubectl = control_plane.kubectl
-    kubectl("apply", "--server-side", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/synctokenresets.idmsync.dev")
-    namespace = f"drift-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", namespace)
-    idm_port = int(real_idm.idm_url.rsplit(":", 1)[1])
-    ldap_port = int(real_idm.ldap_url.rsplit(":", 1)[1])
-    kubectl.apply(service_manifest("idm", namespace, idm_port))
-    kubectl.apply(service_manifest("ds", namespace, ldap_port, port_name="ldap"))
-    kubectl.apply(
-        secret_manifest(
-            "idm-admin",
-            namespace,
-            {"username": real_idm.admin_user, "password": real_idm.admin_password},
-        )
-    )
-    kubectl.apply(
-        secret_manifest(
-            "ds-reader",
-            namespace,
-            {"bindDN": real_idm.ldap_bind_dn, "password": real_idm.ldap_bind_password},
-        )
-    )
     operator = OperatorProcess(
         control_plane.kubeconfig, tmp_path / "operator.log", namespaces=namespace
     ).start()

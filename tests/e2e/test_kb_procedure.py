@@ -11,81 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
+from tests.e2e.conftest import STAGE, Idm, change_phone, operator_namespace
 from tests.harness.controlplane import ControlPlane
 from tests.harness.openidm import RealIDM
 from tests.harness.operator_process import IDMSYNC, OperatorProcess
-from tests.integration.conftest import (
-    CRD,
-    get_reset,
-    reset_manifest,
-    secret_manifest,
-    service_manifest,
-    wait_phase,
-)
+from tests.integration.conftest import get_reset, reset_manifest, wait_phase
 
 pytestmark = pytest.mark.openidm
-
-STAGE = "SYSTEMLDAPACCOUNT"
-MAPPING = "systemLdapAccounts_managedUser"
-
-
-class Idm:
-    """Raw REST access to the real OpenIDM, for arranging and checking."""
-
-    def __init__(self, real: RealIDM) -> None:
-        self.real = real
-        self.http = httpx.Client(
-            base_url=f"{real.idm_url}/openidm", headers=real.admin_headers, timeout=120
-        )
-
-    def stage(self) -> dict[str, Any] | None:
-        response = self.http.get(f"repo/synchronisation/pooledSyncStage/{STAGE}")
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-    def livesync(self) -> None:
-        self.http.post(self.real.ldap_source, params={"_action": "liveSync"}).raise_for_status()
-
-    def recon(self) -> None:
-        self.http.post(
-            "recon", params={"_action": "recon", "mapping": MAPPING, "waitForCompletion": "true"}
-        ).raise_for_status()
-
-    def managed_phone(self, user: str) -> str | None:
-        found = self.http.get(
-            "managed/user", params={"_queryFilter": f'userName eq "{user}"'}
-        ).json()["result"]
-        return found[0].get("telephoneNumber") if found else None
-
-
-@pytest.fixture
-def idm(real_idm: RealIDM) -> Iterator[Idm]:
-    client = Idm(real_idm)
-    if client.stage() is None:
-        client.livesync()
-    client.recon()
-    yield client
-    client.http.close()
-
-
-def change_phone(real: RealIDM, user: str) -> tuple[str, int]:
-    phone = f"+1 555 {secrets.randbelow(10**6):06d}"
-    change = real.ldap_replace(
-        f"uid={user},ou=People,{real.ldap_base_dn}", "telephoneNumber", phone
-    )
-    return phone, change
 
 
 def assert_the_change_flows_after_the_reset(idm: Idm, real: RealIDM, new_token: int) -> None:
@@ -98,20 +35,8 @@ def assert_the_change_flows_after_the_reset(idm: Idm, real: RealIDM, new_token: 
 def test_the_operator_resets_a_real_stage(
     idm: Idm, real_idm: RealIDM, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
+    namespace, port = operator_namespace(control_plane, real_idm, "kb")
     kubectl = control_plane.kubectl
-    kubectl("apply", "--server-side", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/synctokenresets.idmsync.dev")
-    namespace = f"kb-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", namespace)
-    port = int(real_idm.idm_url.rsplit(":", 1)[1])
-    kubectl.apply(service_manifest("idm", namespace, port))
-    kubectl.apply(
-        secret_manifest(
-            "idm-admin",
-            namespace,
-            {"username": real_idm.admin_user, "password": real_idm.admin_password},
-        )
-    )
     before = idm.stage()
     assert before is not None
     operator = OperatorProcess(
