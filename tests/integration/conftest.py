@@ -43,18 +43,9 @@ def operator(
     ClusterRole: every operator test also proves that role is enough.
     """
     kubectl = control_plane.kubectl
-    kubectl.apply(
-        yaml.safe_dump(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "idmsync-system"}}
-        )
-    )
-    kubectl("apply", "-k", str(ROOT / "manifests" / "rbac"))
-    kubeconfig = control_plane.service_account_kubeconfig(
-        "idmsync-system", "idmsync-operator", create=False
-    )
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(
-        kubeconfig,
+        operator_kubeconfig(control_plane),
         log,
         namespaces=f"{SHARED_PREFIX}*",
         settings={"IDMSYNC_ALLOWED_TARGETS": "http://127.0.0.1:*,https://*.allowed.example"},
@@ -75,6 +66,37 @@ def operator(
     yield process
     process.stop()
     assert ADMIN_PASSWORD not in process.log(), "a secret reached the operator's log"
+
+
+def operator_kubeconfig(control_plane: ControlPlane) -> Path:
+    """The manifests' RBAC applied (namespace idmsync-system, ServiceAccount idmsync-operator
+    and its ClusterRole); returns a kubeconfig authenticating as that ServiceAccount."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "idmsync-system"}}
+    control_plane.kubectl.apply(yaml.safe_dump(namespace))
+    control_plane.kubectl("apply", "-k", str(ROOT / "manifests" / "rbac"))
+    return control_plane.service_account_kubeconfig(
+        "idmsync-system", "idmsync-operator", create=False
+    )
+
+
+def table_at_end(
+    title: str, header: str, rows: list[Any], line: Callable[..., str]
+) -> Callable[..., Any]:
+    """A module fixture (assign it to a name in the module) that prints ``rows``, one
+    ``line(*row)`` each, as a table once the module's tests are done."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
+        yield
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None or not rows:
+            return
+        with capture.global_and_fixture_disabled():
+            for text in ("", title, header, *(line(*row) for row in rows)):
+                reporter.write_line(text)
+
+    return _print_the_table
 
 
 @pytest.fixture

@@ -28,11 +28,12 @@ from tests.harness.kube_proxy import KubeProxy
 from tests.harness.operator_process import OperatorProcess
 from tests.integration.conftest import (
     CRD,
-    ROOT,
     Resets,
     admin_secret,
+    operator_kubeconfig,
     reset_manifest,
     service_manifest,
+    table_at_end,
     wait_for,
 )
 from tests.stub.fixtures import ADMIN_PASSWORD, LDAP_SOURCE, STAGE_PATH
@@ -62,11 +63,7 @@ class Plane:
         self.kubectl = self.control_plane.kubectl
         self.kubectl("apply", "--server-side", "-f", str(CRD))
         self.kubectl("wait", "--for=condition=Established", "crd/synctokenresets.idmsync.dev")
-        self.kubectl("create", "namespace", "idmsync-system")
-        self.kubectl("apply", "-k", str(ROOT / "manifests" / "rbac"))
-        direct = self.control_plane.service_account_kubeconfig(
-            "idmsync-system", "idmsync-operator", create=False
-        )
+        direct = operator_kubeconfig(self.control_plane)
         self.proxy = KubeProxy(
             self.control_plane.server,
             self.control_plane.ca_pem,
@@ -108,23 +105,14 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         assert ADMIN_PASSWORD not in operator.log()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not ROWS:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("control-plane faults")
-        reporter.write_line(
-            f"{'case':<34} {'phase':<10} {'DELETEs':>7} {'tries':>5} {'failed':>6}  stage note"
-        )
-        for case, phase, deletes, tries, failed, note in ROWS:
-            reporter.write_line(
-                f"{case:<34} {phase:<10} {deletes:>7} {tries:>5} {failed:>6}  {note}"
-            )
+_print_the_table = table_at_end(
+    "control-plane faults",
+    f"{'case':<34} {'phase':<10} {'DELETEs':>7} {'tries':>5} {'failed':>6}  stage note",
+    ROWS,
+    lambda case, phase, deletes, tries, failed, note: (
+        f"{case:<34} {phase:<10} {deletes:>7} {tries:>5} {failed:>6}  {note}"
+    ),
+)
 
 
 @dataclass(frozen=True)

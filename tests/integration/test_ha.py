@@ -29,8 +29,10 @@ from tests.integration.conftest import (
     ROOT,
     Resets,
     admin_secret,
+    operator_kubeconfig,
     reset_manifest,
     service_manifest,
+    table_at_end,
     wait_for,
 )
 from tests.stub.fixtures import ADMIN_PASSWORD
@@ -45,25 +47,16 @@ ROWS: list[tuple[str, int, int, int, int, int, int, float]] = []
 STOPS = {"SIGKILL": 20.0, "SIGTERM finishes": 20.0, "SIGTERM hands over": 0.5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not ROWS:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("HA: two replicas, the active one stopped mid-run")
-        reporter.write_line(
-            f"{'stopped by':<19} {'resets':>6} {'done at stop':>12} {'by it':>5} "
-            f"{'by standby':>10} {'Ready':>5} {'DELETEs':>7} {'seconds':>7}"
-        )
-        for stop, resets, before, by_it, by_standby, ready, deletes, seconds in ROWS:
-            reporter.write_line(
-                f"{stop:<19} {resets:>6} {before:>12} {by_it:>5} {by_standby:>10} {ready:>5} "
-                f"{deletes:>7} {seconds:>7.0f}"
-            )
+_print_the_table = table_at_end(
+    "HA: two replicas, the active one stopped mid-run",
+    f"{'stopped by':<19} {'resets':>6} {'done at stop':>12} {'by it':>5} "
+    f"{'by standby':>10} {'Ready':>5} {'DELETEs':>7} {'seconds':>7}",
+    ROWS,
+    lambda stop, resets, before, by_it, by_standby, ready, deletes, seconds: (
+        f"{stop:<19} {resets:>6} {before:>12} {by_it:>5} {by_standby:>10} {ready:>5} "
+        f"{deletes:>7} {seconds:>7.0f}"
+    ),
+)
 
 
 class Replicas:
@@ -75,15 +68,11 @@ class Replicas:
         kubectl.apply(service_manifest("idm", self.namespace, stub.port))
         kubectl.apply(admin_secret(self.namespace))
         kubectl("apply", "-k", str(ROOT / "manifests/peering"))
-        kubectl("create", "namespace", "idmsync-system", check=False)
-        kubectl("apply", "-k", str(ROOT / "manifests/rbac"))
+        kubeconfig = operator_kubeconfig(control_plane)
         kubectl(
             "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev",
             "--timeout=30s",
         )  # fmt: skip
-        kubeconfig = control_plane.service_account_kubeconfig(
-            "idmsync-system", "idmsync-operator", create=False
-        )
         self.peering = f"ha-{secrets.token_hex(3)}"  # its own: no stray peer from other tests
         self.logs = [tmp / "replica-a.log", tmp / "replica-b.log"]
         self.replicas = [
