@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +62,43 @@ def judged(tool: HealthTool, body: dict[str, Any], phase: str) -> Judgement:
     return judgement
 
 
+@dataclass
+class Live:
+    """The session's operator watching ``namespace``, where Service ``idm`` leads to the stub
+    and Secret ``idm-admin`` holds its credentials."""
+
+    tool: HealthTool
+    kubectl: Kubectl
+    namespace: str
+    stub: IdmStub
+
+    def create(self, name: str) -> None:
+        self.kubectl.apply(reset_manifest(name, self.namespace, spec()))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return get_reset(self.kubectl, self.namespace, name)
+
+    def wait(self, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_phase(self.kubectl, self.namespace, name, phases, timeout)
+
+    def succeeded(self, name: str) -> dict[str, Any]:
+        self.create(name)
+        body = self.wait(name, "Succeeded", "Failed")
+        assert body["status"]["phase"] == "Succeeded", body["status"]
+        return body
+
+
 @pytest.fixture
-def idm(stub: IdmStub, kubectl: Kubectl, shared_namespace: str) -> IdmStub:
+def live(
+    health_tool: HealthTool,
+    operator: OperatorProcess,
+    stub: IdmStub,
+    kubectl: Kubectl,
+    shared_namespace: str,
+) -> Live:
     kubectl.apply(service_manifest("idm", shared_namespace, stub.port))
     kubectl.apply(admin_secret(shared_namespace))
-    return stub
-
-
-def succeeded(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    kubectl.apply(reset_manifest(name, namespace, spec()))
-    body = wait_phase(kubectl, namespace, name, ("Succeeded", "Failed"))
-    assert body["status"]["phase"] == "Succeeded", body["status"]
-    return body
+    return Live(health_tool, kubectl, shared_namespace, stub)
 
 
 def merge_patch(
@@ -106,53 +132,38 @@ def test_created_but_not_yet_seen_by_an_operator(
     assert judgement.flux == "error: InProgress: no such attribute(s): status.phase"
 
 
-def test_running(
-    health_tool: HealthTool,
-    operator: OperatorProcess,
-    idm: IdmStub,
-    kubectl: Kubectl,
-    shared_namespace: str,
-) -> None:
-    idm.delay_next(1, 6, method="POST", path=LDAP_SOURCE)  # liveSync answers slowly
-    kubectl.apply(reset_manifest("running", shared_namespace, spec()))
+def test_running(live: Live) -> None:
+    live.stub.delay_next(1, 6, method="POST", path=LDAP_SOURCE)  # liveSync answers slowly
+    live.create("running")
     body = wait_for(
         lambda: (
             found
-            if (found := get_reset(kubectl, shared_namespace, "running"))
-            .get("status", {})
-            .get("phase")
-            == "Running"
+            if (found := live.get("running")).get("status", {}).get("phase") == "Running"
             and found["status"]["stages"]
             else None
         ),
         30,
         "phase Running with a stage recorded",
     )
-    judgement = judged(health_tool, body, "running")
+    judgement = judged(live.tool, body, "running")
     assert judgement.argocd == Verdict("Progressing", "Running: resetting sync tokens")
     assert judgement.kstatus == Verdict("InProgress", "resetting sync tokens")
     assert judgement.flux == "InProgress"
-    wait_phase(kubectl, shared_namespace, "running", ("Succeeded",))
+    live.wait("running", "Succeeded")
 
 
-def test_retrying_after_a_temporary_failure(
-    health_tool: HealthTool,
-    operator: OperatorProcess,
-    idm: IdmStub,
-    kubectl: Kubectl,
-    shared_namespace: str,
-) -> None:
-    idm.stop()
-    kubectl.apply(reset_manifest("retrying", shared_namespace, spec()))
+def test_retrying_after_a_temporary_failure(live: Live) -> None:
+    live.stub.stop()
+    live.create("retrying")
 
     def retrying() -> dict[str, Any] | None:
-        body = get_reset(kubectl, shared_namespace, "retrying")
+        body = live.get("retrying")
         reconciling = condition(body, "Reconciling") or {}
         return body if reconciling.get("reason") == "ServerUnreachable" else None
 
     body = wait_for(retrying, 60, "Reconciling=ServerUnreachable")
     assert body["status"]["phase"] == "Running"
-    judgement = judged(health_tool, body, "retrying")
+    judgement = judged(live.tool, body, "retrying")
     ready, reconciling = condition(body, "Ready"), condition(body, "Reconciling")
     assert ready is not None
     assert reconciling is not None
@@ -164,33 +175,19 @@ def test_retrying_after_a_temporary_failure(
     assert judgement.flux == "InProgress"
 
 
-def test_succeeded(
-    health_tool: HealthTool,
-    operator: OperatorProcess,
-    idm: IdmStub,
-    kubectl: Kubectl,
-    shared_namespace: str,
-) -> None:
-    body = succeeded(kubectl, shared_namespace, "succeeded")
-    judgement = judged(health_tool, body, "succeeded")
+def test_succeeded(live: Live) -> None:
+    judgement = judged(live.tool, live.succeeded("succeeded"), "succeeded")
     assert judgement.argocd == Verdict("Healthy", f"Succeeded: {LDAP_STAGE}: Deleted")
     assert judgement.kstatus.status == "Current"
     assert judgement.flux == "Current"
 
 
-def test_failed_for_good(
-    health_tool: HealthTool,
-    operator: OperatorProcess,
-    stub: IdmStub,
-    kubectl: Kubectl,
-    shared_namespace: str,
-) -> None:
-    kubectl.apply(service_manifest("idm", shared_namespace, stub.port))
-    kubectl.apply(admin_secret(shared_namespace, password="Wrong-Pw4-never-print-me"))
-    kubectl.apply(reset_manifest("failed", shared_namespace, spec()))
-    body = wait_phase(kubectl, shared_namespace, "failed", ("Failed", "Succeeded"), 90)
+def test_failed_for_good(live: Live) -> None:
+    live.kubectl.apply(admin_secret(live.namespace, password="Wrong-Pw4-never-print-me"))
+    live.create("failed")
+    body = live.wait("failed", "Failed", "Succeeded", timeout=90)
     assert body["status"]["phase"] == "Failed"
-    judgement = judged(health_tool, body, "failed")
+    judgement = judged(live.tool, body, "failed")
     assert judgement.argocd.status == "Degraded"
     assert judgement.argocd.message.startswith("Unauthorized: ")
     stalled = condition(body, "Stalled")
@@ -199,48 +196,37 @@ def test_failed_for_good(
     assert judgement.flux == "Failed"
 
 
-def test_being_deleted(
-    health_tool: HealthTool,
-    operator: OperatorProcess,
-    idm: IdmStub,
-    kubectl: Kubectl,
-    shared_namespace: str,
-) -> None:
-    succeeded(kubectl, shared_namespace, "deleting")
-    merge_patch(kubectl, shared_namespace, "deleting", {"metadata": {"finalizers": [HOLD]}})
-    kubectl("delete", "synctokenreset", "deleting", "-n", shared_namespace, "--wait=false")
-    body = get_reset(kubectl, shared_namespace, "deleting")
+def test_being_deleted(live: Live) -> None:
+    live.succeeded("deleting")
+    merge_patch(live.kubectl, live.namespace, "deleting", {"metadata": {"finalizers": [HOLD]}})
+    live.kubectl("delete", "synctokenreset", "deleting", "-n", live.namespace, "--wait=false")
+    body = live.get("deleting")
     assert body["metadata"].get("deletionTimestamp")
-    judgement = judged(health_tool, body, "deleting")
+    judgement = judged(live.tool, body, "deleting")
     assert judgement.argocd == Verdict("Progressing", "being deleted")
     assert judgement.kstatus.status == "Terminating"
     assert judgement.flux == "InProgress", "deletion bumps metadata.generation"
-    merge_patch(kubectl, shared_namespace, "deleting", {"metadata": {"finalizers": None}})
+    merge_patch(live.kubectl, live.namespace, "deleting", {"metadata": {"finalizers": None}})
 
 
-def test_a_rerun_not_yet_started_and_a_lagging_generation(
-    health_tool: HealthTool,
-    operator: OperatorProcess,
-    idm: IdmStub,
-    kubectl: Kubectl,
-    shared_namespace: str,
-    namespace: str,
-) -> None:
-    status = succeeded(kubectl, shared_namespace, "done")["status"]
+def test_a_rerun_not_yet_started_and_a_lagging_generation(live: Live, namespace: str) -> None:
+    status = live.succeeded("done")["status"]
 
     rerun = unwatched_copy(
-        kubectl, namespace, "rerun", status, annotations={"idmsync.dev/rerun": "2"}
+        live.kubectl, namespace, "rerun", status, annotations={"idmsync.dev/rerun": "2"}
     )
-    judgement = judged(health_tool, rerun, "rerun-requested")
+    judgement = judged(live.tool, rerun, "rerun-requested")
     assert judgement.argocd == Verdict(
         "Progressing", "rerun 2 requested; waiting for the operator to start it"
     )
     assert judgement.kstatus.status == "Current", "kstatus cannot see a rerun request"
     assert judgement.flux == "InProgress"
 
-    lagging = unwatched_copy(kubectl, namespace, "lagging", {**status, "observedGeneration": 0})
+    lagging = unwatched_copy(
+        live.kubectl, namespace, "lagging", {**status, "observedGeneration": 0}
+    )
     assert lagging["metadata"]["generation"] == 1
-    judgement = judged(health_tool, lagging, "generation-lag")
+    judgement = judged(live.tool, lagging, "generation-lag")
     assert judgement.argocd == Verdict(
         "Progressing", "waiting for the operator to observe generation 1"
     )
