@@ -26,13 +26,15 @@ from tests.harness.fault_matrix import (
     CELLS,
     SOURCE,
     STAGE_ID,
+    TABLE_HEADER,
     Cell,
     Row,
     run_cell,
-    write_table,
+    table_line,
 )
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.openidm import RealIDM
+from tests.harness.report import write_lines
 
 pytestmark = [pytest.mark.openidm, pytest.mark.timeout(600)]
 
@@ -119,13 +121,9 @@ def backend(real_idm: RealIDM, request: pytest.FixtureRequest) -> Iterator[OpenI
     server = OpenIdmBackend(real_idm)
     yield server
     server.close()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None and ROWS:
-        with capture.global_and_fixture_disabled():
-            write_table(
-                reporter, f"fault matrix (backend: OpenIDM {real_idm.openidm_version})", ROWS
-            )
+    if ROWS:
+        title = f"fault matrix (backend: OpenIDM {real_idm.openidm_version})"
+        write_lines(request, ("", title, TABLE_HEADER, *map(table_line, ROWS)))
 
 
 @pytest.mark.parametrize("cell", REAL_CELLS, ids=[c.id for c in REAL_CELLS])

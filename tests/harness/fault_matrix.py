@@ -466,17 +466,17 @@ class Row:
     failures: list[str] = field(default_factory=list)
 
 
-def write_table(reporter: Any, title: str, rows: list[Row]) -> None:
-    reporter.write_line("")
-    reporter.write_line(title)
-    reporter.write_line(
-        f"{'cell':<30} {'outcome':<18} {'changes sent':>12} {'reached':>8} {'resumed':>8}  audit"
+TABLE_HEADER = (
+    f"{'cell':<30} {'outcome':<18} {'changes sent':>12} {'reached':>8} {'resumed':>8}  audit"
+)
+
+
+def table_line(row: Row) -> str:
+    """One row of the printed fault-matrix table."""
+    return (
+        f"{row.cell:<30} {row.outcome:<18} {row.sent:>12} {row.reached:>8} "
+        f"{row.resumed!s:>8}  {row.audit}"
     )
-    for row in rows:
-        reporter.write_line(
-            f"{row.cell:<30} {row.outcome:<18} {row.sent:>12} {row.reached:>8} "
-            f"{row.resumed!s:>8}  {row.audit}"
-        )
 
 
 # --- TLS material, made here ---------------------------------------------------------------

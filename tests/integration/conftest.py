@@ -79,26 +79,6 @@ def operator_kubeconfig(control_plane: ControlPlane) -> Path:
     )
 
 
-def table_at_end(
-    title: str, header: str, rows: list[Any], line: Callable[..., str]
-) -> Callable[..., Any]:
-    """A module fixture (assign it to a name in the module) that prints ``rows``, one
-    ``line(*row)`` each, as a table once the module's tests are done."""
-
-    @pytest.fixture(scope="module", autouse=True)
-    def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
-        yield
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None or capture is None or not rows:
-            return
-        with capture.global_and_fixture_disabled():
-            for text in ("", title, header, *(line(*row) for row in rows)):
-                reporter.write_line(text)
-
-    return _print_the_table
-
-
 @pytest.fixture
 def shared_namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> str:
     name = f"{SHARED_PREFIX}{request.node.name[:30].lower().replace('_', '-').strip('-')}"

@@ -26,6 +26,7 @@ import yaml
 from tests.harness.controlplane import BinariesMissingError, ControlPlane
 from tests.harness.kube_proxy import KubeProxy
 from tests.harness.operator_process import OperatorProcess
+from tests.harness.report import table_at_end
 from tests.integration.conftest import (
     CRD,
     Resets,
@@ -33,7 +34,6 @@ from tests.integration.conftest import (
     operator_kubeconfig,
     reset_manifest,
     service_manifest,
-    table_at_end,
     wait_for,
 )
 from tests.stub.fixtures import ADMIN_PASSWORD, LDAP_SOURCE, STAGE_PATH

@@ -36,6 +36,7 @@ import pytest
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.operator_process import OperatorProcess
+from tests.harness.report import write_lines
 from tests.integration.conftest import Resets, admin_secret, reset_manifest, service_manifest
 from tests.stub.fixtures import ADMIN_PASSWORD
 from tests.stub.idm_stub import IdmStub
@@ -192,25 +193,23 @@ def crashes(
 @pytest.fixture(scope="module", autouse=True)
 def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not RUNS:
+    if not RUNS:
         return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line(
+    write_lines(
+        request,
+        (
+            "",
             f"crash recovery: {len(RUNS)} runs, operator SIGKILLed once in each "
-            f"(IDMSYNC_CRASH_SEED={SEED[0] if SEED else '?'})"
-        )
-        reporter.write_line(
+            f"(IDMSYNC_CRASH_SEED={SEED[0] if SEED else '?'})",
             f"{'run':>4} {'killed at':<26} {'step at kill':<13} {'DELETEs':>7} {'tries':>5} "
-            f"{'result':<8} what the restarted operator found"
-        )
-        for run in RUNS:
-            reporter.write_line(
+            f"{'result':<8} what the restarted operator found",
+            *(
                 f"{run.number:>4} {run.point!s:<26} {run.step_at_kill:<13} {run.deletes:>7} "
                 f"{run.attempts:>5} {run.result:<8} {run.found}"
-            )
+                for run in RUNS
+            ),
+        ),
+    )
 
 
 def _points() -> tuple[list[KillPoint], int]:

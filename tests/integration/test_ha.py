@@ -25,6 +25,7 @@ import yaml
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator_process import OperatorProcess
+from tests.harness.report import table_at_end
 from tests.integration.conftest import (
     ROOT,
     Resets,
@@ -32,7 +33,6 @@ from tests.integration.conftest import (
     operator_kubeconfig,
     reset_manifest,
     service_manifest,
-    table_at_end,
     wait_for,
 )
 from tests.stub.fixtures import ADMIN_PASSWORD

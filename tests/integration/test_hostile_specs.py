@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.harness.controlplane import Kubectl
 from tests.harness.operator_process import OperatorProcess
+from tests.harness.report import write_lines
 from tests.integration.conftest import (
     admin_secret,
     secret_manifest,
@@ -263,12 +264,12 @@ def test_generated_specs_are_rejected_with_a_message_or_end_with_a_reason(
         if ADMIN_PASSWORD in json.dumps(status):
             problems.append(f"{name}: the Secret's value is in its status")
 
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line("")
-            reporter.write_line(f"hostile specs (hypothesis, {EXAMPLES} examples)")
-            for outcome, count in sorted(SUMMARY.items()):
-                reporter.write_line(f"  {outcome:<40} {count:>5}")
+    write_lines(
+        request,
+        (
+            "",
+            f"hostile specs (hypothesis, {EXAMPLES} examples)",
+            *(f"  {outcome:<40} {count:>5}" for outcome, count in sorted(SUMMARY.items())),
+        ),
+    )
     assert not problems, "\n".join(problems)

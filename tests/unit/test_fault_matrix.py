@@ -6,25 +6,24 @@ cells that involve the server). The table as it ran is printed at the end of the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.harness.fault_matrix import CELLS, Cell, Row, StubBackend, run_cell, write_table
+from tests.harness.fault_matrix import (
+    CELLS,
+    TABLE_HEADER,
+    Cell,
+    Row,
+    StubBackend,
+    run_cell,
+    table_line,
+)
+from tests.harness.report import table_at_end
 from tests.stub.idm_stub import IdmStub
 
 ROWS: list[Row] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not ROWS:
-        return
-    with capture.global_and_fixture_disabled():
-        write_table(reporter, "fault matrix (backend: stub)", ROWS)
+_print_the_table = table_at_end("fault matrix (backend: stub)", TABLE_HEADER, ROWS, table_line)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])

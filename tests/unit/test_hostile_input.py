@@ -33,6 +33,7 @@ from idmsync.engine import (
 from idmsync.errors import IdmSyncError
 from tests.harness.fake_kube import FakeKube
 from tests.harness.net import Tripwire
+from tests.harness.report import table_at_end
 from tests.stub.fixtures import ADMIN_PASSWORD, ADMIN_USER, LDAP_SOURCE, LDAP_STAGE, STAGE_PATH
 from tests.stub.idm_stub import IdmStub
 
@@ -42,19 +43,12 @@ NAMESPACE = "identity"
 ROWS: list[tuple[str, str, str]] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not ROWS:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("hostile input")
-        reporter.write_line(f"{'case':<46} {'outcome':<20} arrived at the forbidden place")
-        for case, outcome, arrived in ROWS:
-            reporter.write_line(f"{case:<46} {outcome:<20} {arrived}")
+_print_the_table = table_at_end(
+    "hostile input",
+    f"{'case':<46} {'outcome':<20} arrived at the forbidden place",
+    ROWS,
+    lambda case, outcome, arrived: f"{case:<46} {outcome:<20} {arrived}",
+)
 
 
 @pytest.fixture
