@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,12 @@ from idmsync.controller.models import (
     SyncTokenResetSpec,
     SyncTokenResetStatus,
 )
-from idmsync.controller.resolve import reset_options, resolve_directory, resolve_target
+from idmsync.controller.resolve import (
+    ResolvedTarget,
+    reset_options,
+    resolve_directory,
+    resolve_target,
+)
 from idmsync.controller.status import (
     drift_status,
     format_time,
@@ -55,6 +60,8 @@ from idmsync.engine import (
     ChangelogReader,
     Event,
     IdmClient,
+    LdapDirectory,
+    StageRef,
     check_drift,
     run_reset,
     select_stages,
@@ -173,25 +180,16 @@ async def reconcile(
     )
     started = time.monotonic()
     metrics.RESETS_IN_FLIGHT.inc()
-    secrets: tuple[str, ...] = ()
+    secrets: list[str] = []
     try:
         try:
             spec = SyncTokenResetSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             raise InvalidSpec(_validation_message(exc, "spec")) from None
-        target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
-        secrets = target.credentials.secret_values()
-        directory = await resolve_directory(spec, namespace, ctx.kube, ctx.settings)
+        target, directory = await _resolve(ctx, spec, namespace, secrets)
         changelog = ctx.changelog_reader(directory) if directory is not None else None
-        if directory is not None and directory.password is not None:
-            secrets += (directory.password.reveal(),)
         async with ctx.idm_client(target) as client:
-            refs = await select_stages(
-                client,
-                sources=spec.stages.sources,
-                ids=spec.stages.ids,
-                all_stages=spec.stages.all,
-            )
+            refs = await _select(client, spec)
             ids = [ref.id for ref in refs]
             run.note(target=target.summary, stage_summary=stage_summary(ids))
             busy = ctx.locks.busy(client.base_url, ids)
@@ -252,22 +250,13 @@ async def check_drift_now(
         age = datetime.datetime.now(datetime.UTC) - last.replace(tzinfo=datetime.UTC)
         if age.total_seconds() < spec.check.interval_seconds:
             return "checked recently"
-    secrets: tuple[str, ...] = ()
+    secrets: list[str] = []
     try:
-        target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
-        secrets = target.credentials.secret_values()
-        directory = await resolve_directory(spec, namespace, ctx.kube, ctx.settings)
+        target, directory = await _resolve(ctx, spec, namespace, secrets)
         if directory is None:
             raise InternalError("a drift check without check.ldap")
-        if directory.password is not None:
-            secrets += (directory.password.reveal(),)
         async with ctx.idm_client(target) as client:
-            refs = await select_stages(
-                client,
-                sources=spec.stages.sources,
-                ids=spec.stages.ids,
-                all_stages=spec.stages.all,
-            )
+            refs = await _select(client, spec)
             _, checks = await check_drift(client, ctx.changelog_reader(directory), refs)
     except IdmSyncError as exc:
         message = f"drift check failed: {redact(exc.message, secrets)}"
@@ -289,6 +278,25 @@ async def check_drift_now(
     if out_of_sync:
         post_event("Warning", "OutOfSync", "; ".join(out_of_sync))
     return "checked: " + ", ".join(f"{d.id} {d.state}" for d in drift)
+
+
+async def _resolve(
+    ctx: OperatorContext, spec: SyncTokenResetSpec, namespace: str, secrets: list[str]
+) -> tuple[ResolvedTarget, LdapDirectory | None]:
+    """The target and the check's directory, their Secrets read now; each secret value is
+    added to ``secrets`` as soon as it is known, so that a failure after it is redacted."""
+    target = await resolve_target(spec, namespace, ctx.kube, ctx.settings, ctx.credentials)
+    secrets.extend(target.credentials.secret_values())
+    directory = await resolve_directory(spec, namespace, ctx.kube, ctx.settings)
+    if directory is not None and directory.password is not None:
+        secrets.append(directory.password.reveal())
+    return target, directory
+
+
+async def _select(client: IdmClient, spec: SyncTokenResetSpec) -> list[StageRef]:
+    return await select_stages(
+        client, sources=spec.stages.sources, ids=spec.stages.ids, all_stages=spec.stages.all
+    )
 
 
 def _read_status(raw: Any) -> SyncTokenResetStatus:
@@ -446,7 +454,7 @@ async def _failed(
     ctx: OperatorContext,
     run: _Run,
     error: IdmSyncError,
-    secrets: tuple[str, ...],
+    secrets: Sequence[str],
     started: float,
     post_event: EventPoster,
 ) -> Outcome:
